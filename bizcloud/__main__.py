@@ -1,0 +1,3 @@
+from bizcloud.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The `bizcloud` command: thin Typer commands over the packages, with Rich progress.
+
+Every BizCloudError becomes one red line (what is wrong — what to do) and exit status 1; an
+interrupt says how to clean up. Commands that list things take `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bizcloud import stack
+from bizcloud.cluster import gobuild, images, lifecycle
+from bizcloud.cluster.versions import COMPONENTS, GoComponent
+from bizcloud.errors import BizCloudError
+from bizcloud.settings import ClusterMode, get_settings
+
+app = typer.Typer(help="BizCloud: a private-cloud platform on Kubernetes.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+cluster_app = typer.Typer(help="The local Kubernetes cluster built from the official Go modules.",
+                          no_args_is_help=True)
+image_app = typer.Typer(help="Container images built locally (nothing is pulled).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(image_app, name="image")
+
+console = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except BizCloudError as e:
+        console.print(f"[bold red]error:[/] {e.one_line()}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/] — `bizcloud cluster down` stops whatever was started")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _steps(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner showing the current step; finished steps stay on screen with their duration."""
+    started = [time.monotonic(), time.monotonic()]
+    current: list[str] = []
+    with console.status(title) as status:
+        def step(text: str) -> None:
+            now = time.monotonic()
+            if current:
+                console.print(f"  [green]✓[/] {current[-1]} [dim]({now - started[1]:.1f}s)[/]")
+            current.append(text)
+            started[1] = now
+            status.update(f"{title}: {text}")
+
+        yield step
+        if current:
+            console.print(f"  [green]✓[/] {current[-1]} [dim]({time.monotonic() - started[1]:.1f}s)[/]")
+    console.print(f"[bold green]{title}[/] done in {time.monotonic() - started[0]:.1f}s")
+
+
+# --- cluster -----------------------------------------------------------------------------------
+
+def _build_with_progress() -> None:
+    settings = get_settings()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("[dim]{task.fields[step]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        tasks = {c.name: progress.add_task(f"{c.name} {c.version}", total=1, step="waiting")
+                 for c in COMPONENTS}
+
+        def on_step(c: GoComponent, text: str) -> None:
+            progress.update(tasks[c.name], step=text)
+
+        def on_done(c: GoComponent, cached: bool) -> None:
+            progress.update(tasks[c.name], completed=1, step="cached" if cached else "built")
+
+        gobuild.build_all(settings.cache_dir, on_start=lambda c: on_step(c, "starting"), on_step=on_step,
+                          on_done=on_done)
+    console.print(f"binaries in {settings.cache_dir / 'bin'}")
+
+
+@cluster_app.command("build")
+def cluster_build() -> None:
+    """Build etcd, Kubernetes, kwok and crictl from pinned Go modules (cached by version)."""
+    _guard(_build_with_progress)
+
+
+@cluster_app.command("up")
+def cluster_up(
+    mode: Annotated[str, typer.Option(help="real: one real node (containerd + kubelet); "
+                                           "kwok: simulated nodes for scale tests.")] = "real",
+    kwok_nodes: Annotated[int | None, typer.Option(help="Simulated nodes in kwok mode.", min=1)] = None,
+) -> None:
+    """Start the local cluster (idempotent: a running cluster is left as it is)."""
+    if mode not in ("real", "kwok"):
+        console.print(f"[bold red]error:[/] --mode must be real or kwok, not {mode!r}")
+        raise typer.Exit(2)
+    settings = get_settings()
+    _guard(_build_with_progress)
+    cluster_mode: ClusterMode = "real" if mode == "real" else "kwok"
+    with _steps("cluster up") as step:
+        _guard(lambda: lifecycle.up(settings, mode=cluster_mode, kwok_nodes=kwok_nodes, step=step))
+    out.print(f"kubeconfig: {lifecycle.layout_of(settings).admin_kubeconfig}")
+
+
+PurgeFlag = Annotated[bool, typer.Option(help="Also delete the local state (cluster data, certificates).")]
+
+
+@cluster_app.command("down")
+def cluster_down(purge: PurgeFlag = False) -> None:
+    """Stop every process the local cluster started (and nothing else)."""
+    with _steps("cluster down") as step:
+        stopped = _guard(lambda: lifecycle.down(get_settings(), purge=purge, step=step))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@cluster_app.command("status")
+def cluster_status(as_json: JsonFlag = False) -> None:
+    """Which daemons run, with their pids and logs, and how many nodes are Ready."""
+    data = _guard(lambda: lifecycle.status(get_settings()))
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table("daemon", "running", "pid", "log")
+    for name, d in data["daemons"].items():
+        table.add_row(name, "[green]yes[/]" if d["running"] else "[red]no[/]", str(d["pid"] or ""), d["log"])
+    out.print(table)
+    nodes = f"{data.get('nodes_ready', 0)}/{data.get('nodes', 0)} nodes Ready" if data["up"] else "down"
+    out.print(f"mode: {data['mode']}  apiserver: {data['apiserver']}  {nodes}")
+    if not data["up"]:
+        raise typer.Exit(1)
+
+
+@cluster_app.command("kubeconfig")
+def cluster_kubeconfig() -> None:
+    """Print the path of the admin kubeconfig (`export KUBECONFIG=$(bizcloud cluster kubeconfig)`)."""
+    path = lifecycle.layout_of(get_settings()).admin_kubeconfig
+    if not path.is_file():
+        console.print("[bold red]error:[/] no kubeconfig yet — run `bizcloud cluster up` first")
+        raise typer.Exit(1)
+    print(path)
+
+
+# --- images ------------------------------------------------------------------------------------
+
+@image_app.command("build")
+def image_build(
+    directory: Annotated[Path, typer.Argument(help="Directory with a Dockerfile (and go.mod to compile).",
+                                              exists=True, file_okay=False)],
+    tag: Annotated[str, typer.Option("-t", "--tag", help="Image name, NAME:TAG.")],
+    load: Annotated[bool, typer.Option(help="Load into the local cluster's containerd.")] = True,
+) -> None:
+    """Build an image with Docker Engine from a locally made base, and load it into the cluster."""
+    settings = get_settings()
+    socket = lifecycle.layout_of(settings).containerd_socket
+
+    def build() -> None:
+        with _steps(f"image {tag}") as step:
+            step("building")
+            images.build_image(directory, tag, settings)
+            if load and socket.exists():
+                step("loading into the cluster's containerd")
+                images.load_into_containerd(tag, socket)
+            elif load:
+                console.print("[yellow]the local cluster is not up: image left in Docker only[/]")
+
+    _guard(build)
+
+
+# --- the whole stack ---------------------------------------------------------------------------
+
+@app.command("up")
+def up() -> None:
+    """Run BizCloud on its embedded defaults: local cluster, sample service; print the endpoints."""
+    settings = get_settings()
+    _guard(_build_with_progress)
+    with _steps("bizcloud up") as step:
+        data = _guard(lambda: stack.up(settings, step=step))
+    _print_endpoints(data)
+
+
+@app.command("down")
+def down(purge: PurgeFlag = False) -> None:
+    """Stop everything `bizcloud up` started."""
+    with _steps("bizcloud down") as step:
+        stopped = _guard(lambda: stack.down(get_settings(), purge=purge, step=step))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("status")
+def status(as_json: JsonFlag = False) -> None:
+    """Every component that `make up` started, with its endpoint."""
+    data = _guard(lambda: stack.endpoints(get_settings()))
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    _print_endpoints(data)
+
+
+def _print_endpoints(data: dict[str, Any]) -> None:
+    cluster = data["cluster"]
+    out.print(f"[bold]cluster[/]    {'up' if cluster['up'] else 'down'} ({cluster['mode']}), "
+              f"apiserver {cluster['apiserver']}")
+    out.print(f"[bold]kubeconfig[/] {data['kubeconfig']}")
+    for url in data.get("demo-web", {}).get("urls", []):
+        out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)

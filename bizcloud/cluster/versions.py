@@ -1,0 +1,107 @@
+"""Pinned versions of every binary the local cluster runs, and how each is built from Go modules.
+
+Changing a version here is the whole upgrade: the build cache is keyed by it, so the next
+`bizcloud cluster build` compiles the new one and leaves the old one in place.
+
+Why these pins: kubelet 1.35+ refuses cgroup v1 by default and our machines run cgroup v1, so
+Kubernetes stays on 1.34.x; etcd 3.6 is the line 1.34 is tested with; kwok 0.8.0 and cri-tools
+1.34.0 declare a `go` line that Go 1.26 accepts, so no toolchain download is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+CRI_TOOLS_VERSION = "v1.34.0"
+MIN_GO = (1, 24)
+
+
+def _kubernetes_ldflags(version: str) -> tuple[str, ...]:
+    """The -X flags Kubernetes' own hack/lib/version.sh sets, so `--version` prints the truth."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags: list[str] = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return tuple(flags)
+
+
+@dataclass(frozen=True)
+class GoComponent:
+    """One Go module built in its own throwaway module, producing one or more binaries."""
+
+    name: str
+    module: str
+    version: str
+    binaries: dict[str, str]  # binary name -> package path inside the module graph
+    ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
+    # directories; a consumer must replace each with the published v0.<minor>.<patch>.
+    replace_staging: bool = False
+    extra_requires: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def staging_version(self) -> str:
+        """k8s.io/kubernetes v1.34.4 -> its staging modules' tag v0.34.4."""
+        return "v0" + self.version[self.version.index(".") :]
+
+
+KUBERNETES = GoComponent(
+    name="kubernetes",
+    module="k8s.io/kubernetes",
+    version=KUBERNETES_VERSION,
+    binaries={
+        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    },
+    ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    tags=("selinux", "notest"),
+    replace_staging=True,
+)
+
+ETCD = GoComponent(
+    name="etcd",
+    module="go.etcd.io/etcd/server/v3",
+    version=ETCD_VERSION,
+    binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+)
+
+KWOK = GoComponent(
+    name="kwok",
+    module="sigs.k8s.io/kwok",
+    version=KWOK_VERSION,
+    binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+)
+
+CRI_TOOLS = GoComponent(
+    name="cri-tools",
+    module="sigs.k8s.io/cri-tools",
+    version=CRI_TOOLS_VERSION,
+    binaries={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+    ldflags=(f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRI_TOOLS_VERSION}",),
+)
+
+COMPONENTS: tuple[GoComponent, ...] = (ETCD, KWOK, CRI_TOOLS, KUBERNETES)
+
+
+def component_for(binary: str) -> GoComponent:
+    """The component that builds ``binary``."""
+    for component in COMPONENTS:
+        if binary in component.binaries:
+            return component
+    raise KeyError(binary)

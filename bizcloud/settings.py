@@ -1,0 +1,62 @@
+"""The one settings object. Every default is the embedded one that `make up` runs on.
+
+Values come from the environment with the prefix ``BIZCLOUD_`` (``BIZCLOUD_STATE_DIR``,
+``BIZCLOUD_APISERVER_PORT`` ...), so tests and scripts can run a second cluster beside the first
+by moving its state directory and ports, without any code knowing about it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ClusterMode = Literal["real", "kwok"]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "bizcloud"
+
+
+class Settings(BaseSettings):
+    """BizCloud configuration; see the README for what each group is for."""
+
+    model_config = SettingsConfigDict(env_prefix="BIZCLOUD_", extra="ignore")
+
+    # Where things live. The cache outlives working copies (Go builds take many minutes); the
+    # state directory belongs to one working copy and holds everything a running cluster owns.
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    state_dir: Path = Path(".bizcloud")
+
+    # Local cluster.
+    cluster_name: str = "bizcloud"
+    node_name: str = "bizcloud-node"
+    etcd_port: int = 2379
+    etcd_peer_port: int = 2380
+    apiserver_port: int = 6443
+    controller_manager_port: int = 10257
+    scheduler_port: int = 10259
+    kubelet_port: int = 10250
+    kubelet_healthz_port: int = 10248
+    kwok_port: int = 10247
+    service_cidr: str = "10.96.0.0/16"
+    pod_cidr: str = "10.88.0.0/16"
+    cni_bridge: str = "bizcloud0"
+    kwok_nodes: int = 1
+    up_timeout_s: float = Field(default=180.0, gt=0)
+
+    # Local images: the sample application and the images the cluster needs are built here.
+    docker_host: str = "unix:///var/run/docker.sock"
+
+    def resolved_state_dir(self) -> Path:
+        """The state directory as an absolute path (daemons are started from other cwds)."""
+        return self.state_dir.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

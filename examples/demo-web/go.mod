@@ -1,0 +1,3 @@
+module bizcloud.local/examples/demo-web
+
+go 1.24
