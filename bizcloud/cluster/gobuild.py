@@ -144,19 +144,20 @@ def build_component(go: str, cache_dir: Path, component: GoComponent, *, progres
     staging_out = work / "bin"
     shutil.rmtree(staging_out, ignore_errors=True)
     staging_out.mkdir()
-    args = ["build", "-trimpath", "-o", str(staging_out) + "/"]
+    # One binary: name it ourselves (go.etcd.io/etcd/server/v3 would otherwise become "server").
+    # Several: go names each after its package directory, which for k8s.io/kubernetes/cmd/* is ours.
+    single = len(component.binaries) == 1
+    target = staging_out / next(iter(component.binaries)) if single else staging_out
+    args = ["build", "-trimpath", "-o", str(target) + ("" if single else "/")]
     if component.tags:
         args += ["-tags", ",".join(component.tags)]
     args += ["-ldflags", " ".join(("-s", "-w", *component.ldflags))]
     args += list(component.binaries.values())
     _run_go(go, args, cwd=work, log=log, what=f"building {component.key}")
 
-    # Single-package builds name the binary after the package's last element; rename to ours.
     out.mkdir(parents=True, exist_ok=True)
-    for binary, pkg in component.binaries.items():
-        produced = staging_out / pkg.rstrip("/").rsplit("/", 1)[-1]
-        if not produced.is_file():
-            produced = staging_out / binary
+    for binary in component.binaries:
+        produced = staging_out / binary
         if not produced.is_file():
             raise BuildError(f"building {component.key}: {binary} was not produced", hint=f"see {log}")
         os.replace(produced, out / binary)
