@@ -68,14 +68,16 @@ def containerd_toml(p: ClusterParams) -> str:
     """containerd 1.6 (config version 2) with the CRI plugin, our CNI config and local pause image.
 
     The socket, root and state are ours alone so a Docker Engine or another containerd on the
-    host is never touched; ``sandbox_image`` names the locally built pause image so nothing is
-    pulled.
+    host is never touched; pod network namespaces live under our state directory too.
+    ``sandbox_image`` names the locally built pause image so nothing is pulled.
+    ``restrict_oom_score_adj``: sandboxed hosts may refuse negative OOM scores even to root, and
+    runc then fails every pod with "can't get final child's PID from pipe"; restricting clamps
+    the scores kubelet asks for to containerd's own, which always works.
     """
     lay = p.layout
     return f"""version = 2
 root = "{lay.containerd_root}"
 state = "{lay.containerd_state}"
-oom_score = -999
 
 [grpc]
   address = "{lay.containerd_socket}"
@@ -86,7 +88,8 @@ oom_score = -999
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   enable_selinux = false
-  restrict_oom_score_adj = false
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
   disable_apparmor = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -167,6 +170,7 @@ def kubelet_config(p: ClusterParams) -> dict[str, Any]:
         "fileCheckFrequency": "10s",
         "nodeStatusReportFrequency": "10s",
         "shutdownGracePeriod": "0s",
+        "oomScoreAdj": 0,
     }
 
 

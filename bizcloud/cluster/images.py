@@ -214,8 +214,8 @@ def _docker_build(context: Path, tag: str, settings: Settings, *, progress: Prog
         if line.startswith("Step "):
             progress(line)
 
-    _run([_docker_cli(), "build", "--network=none", "-t", tag, str(context)], what=f"docker build of {tag}",
-         env=_docker_env(settings), on_line=on_line)
+    _run([_docker_cli(), "build", "--network=none", "--force-rm", "-t", tag, str(context)],
+         what=f"docker build of {tag}", env=_docker_env(settings), on_line=on_line)
 
 
 # --- the base image ----------------------------------------------------------------------------
@@ -224,8 +224,8 @@ def _docker_build(context: Path, tag: str, settings: Settings, *, progress: Prog
 def _is_static_elf(path: Path) -> bool:
     """Whether ``path`` is an ELF64 executable without a program interpreter (PT_INTERP).
 
-    Purely computational on the file's header: Debian's dynamic ``busybox`` package installs the
-    same path as ``busybox-static`` but would not run in a root filesystem without libc.
+    Reads only the ELF header and program headers. Debian's dynamic ``busybox`` package installs
+    the same path as ``busybox-static`` but would not run in a root filesystem without libc.
     """
     with path.open("rb") as f:
         header = f.read(64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -83,8 +84,10 @@ def running_daemons(layout: Layout) -> dict[str, processes.Running]:
 @contextlib.contextmanager
 def _admin_http(settings: Settings) -> Iterator[httpx.Client]:
     pki_dir = layout_of(settings).pki
-    with httpx.Client(base_url=f"https://127.0.0.1:{settings.apiserver_port}", verify=str(pki_dir / "ca.crt"),
-                      cert=(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key")), timeout=3.0) as client:
+    tls = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    tls.load_cert_chain(pki_dir / "admin.crt", pki_dir / "admin.key")
+    with httpx.Client(base_url=f"https://127.0.0.1:{settings.apiserver_port}", verify=tls,
+                      timeout=3.0) as client:
         yield client
 
 
@@ -92,7 +95,7 @@ def apiserver_ready(settings: Settings) -> bool:
     try:
         with _admin_http(settings) as client:
             return client.get("/readyz").status_code == 200
-    except (httpx.HTTPError, OSError):
+    except (httpx.HTTPError, OSError):  # OSError: TLS files not written yet
         return False
 
 

@@ -72,7 +72,7 @@ def _name() -> str:
 
 def http(docker: Docker, container: str, path: str, *, post: bool = False) -> tuple[bool, str]:
     """GET (or POST) http://127.0.0.1:8080PATH from inside the container: (succeeded, body or error)."""
-    argv = ["exec", container, "wget", "-q", "-O-", "-T", "5"]
+    argv = ["exec", container, "wget", "-q", "-O-"]  # no -T: busybox 1.35-static wget segfaults with it
     if post:
         argv.append("--post-data=")
     proc = docker(*argv, f"http://127.0.0.1:8080{path}", check=False)
@@ -141,7 +141,11 @@ class TestPauseImage:
 def demo_image(settings: Settings, docker: Docker) -> Iterator[str]:
     build_image(DEMO_WEB, DEMO_TAG, settings)
     yield DEMO_TAG
-    docker("rmi", "-f", DEMO_TAG, check=False)
+    # Containers first: an image a container still uses would only be untagged, left dangling.
+    users = docker("ps", "-aq", "--filter", f"ancestor={DEMO_TAG}", check=False).stdout.split()
+    if users:
+        docker("rm", "-f", *users, check=False)
+    docker("rmi", DEMO_TAG, check=False)
 
 
 def run_demo(docker: Docker, image: str, *env: str) -> str:
