@@ -228,6 +228,10 @@ def _component_common(p: ClusterParams, user: str, port: int) -> list[str]:
         f"--secure-port={port}",
         f"--cert-dir={p.layout.run / user}",
         "--leader-elect=false",
+        # Client-side rate limits sized for a local cluster that must create thousands of pods
+        # in kwok mode quickly; the defaults (20 qps) are for shared production API servers.
+        "--kube-api-qps=300",
+        "--kube-api-burst=500",
         "--v=1",
     ]
 
@@ -276,6 +280,7 @@ def kwok_argv(p: ClusterParams) -> list[str]:
     return [
         str(p.bin["kwok"]),
         f"--kubeconfig={p.layout.kubeconfig_for('kwok')}",
+        f"--config={p.bin['kwok'].parent / 'stages.yaml'}",
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
         f"--node-ip={p.node_ip}",

@@ -45,6 +45,7 @@ def build_spec(component: GoComponent) -> dict[str, object]:
         "binaries": component.binaries,
         "ldflags": list(component.ldflags),
         "tags": list(component.tags),
+        "assets": {name: list(paths) for name, paths in component.assets.items()},
     }
 
 
@@ -57,7 +58,8 @@ def is_built(cache_dir: Path, component: GoComponent) -> bool:
         recorded = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return False
-    return recorded == build_spec(component) and all((out / b).is_file() for b in component.binaries)
+    files = [*component.binaries, *component.assets]
+    return recorded == build_spec(component) and all((out / f).is_file() for f in files)
 
 
 def go_binary() -> str:
@@ -161,6 +163,12 @@ def build_component(go: str, cache_dir: Path, component: GoComponent, *, progres
         if not produced.is_file():
             raise BuildError(f"building {component.key}: {binary} was not produced", hint=f"see {log}")
         os.replace(produced, out / binary)
+    if component.assets:
+        info = json.loads(_run_go(go, ["mod", "download", "-json", f"{component.module}@{component.version}"],
+                                  cwd=work, log=log, what=f"reading {component.module} sources"))
+        source = Path(info["Dir"])
+        for name, paths in component.assets.items():
+            (out / name).write_text("\n---\n".join((source / p).read_text() for p in paths))
     (out / STAMP).write_text(json.dumps(build_spec(component)))
     return out
 

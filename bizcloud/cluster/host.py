@@ -81,7 +81,7 @@ def kill_cgroup_root() -> int:
         root = hierarchy / CGROUP_ROOT.lstrip("/")
         if not root.is_dir():
             continue
-        for procs in root.rglob("cgroup.procs"):
+        for procs in _walk(root, "cgroup.procs"):
             with contextlib.suppress(OSError, ValueError):
                 for pid in map(int, procs.read_text().split()):
                     if pid not in killed:
@@ -91,12 +91,25 @@ def kill_cgroup_root() -> int:
     for hierarchy in _cgroup_hierarchies():
         root = hierarchy / CGROUP_ROOT.lstrip("/")
         if root.is_dir():
-            for directory in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+            for directory in sorted(_walk(root), key=lambda d: -len(d.parts)):
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             with contextlib.suppress(OSError):
                 root.rmdir()
     return len(killed)
+
+
+def _walk(root: Path, file: str | None = None) -> list[Path]:
+    """Sub-directories of ``root`` (or the files named ``file`` in them), tolerating concurrent
+    removal: kubelet and runc delete cgroups while we look."""
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(root):
+        base = Path(directory)
+        if file is None:
+            found += [base / d for d in subdirs]
+        elif file in files:
+            found.append(base / file)
+    return found
 
 
 def processes_mentioning(needle: str) -> list[int]:

@@ -10,6 +10,7 @@ is cleaned first.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import shutil
 import ssl
@@ -228,19 +229,32 @@ def _up_real_node(params: configs.ClusterParams, *, step: Step) -> None:
         images.ensure_pause_image(s)
         images.load_into_containerd(configs.PAUSE_IMAGE, lay.containerd_socket)
     step("starting kubelet")
+    # Heartbeat timestamps have one-second precision; allow for that rounding.
+    since = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
     kubelet = processes.start(lay, "kubelet", configs.kubelet_argv(params))
     step(f"waiting for node {s.node_name} to be Ready")
-    processes.wait_until(lambda: _node_ready(s, s.node_name), what=f"node {s.node_name} did not become Ready",
+    processes.wait_until(lambda: _node_ready(s, s.node_name, since=since), what=f"node {s.node_name} did not become Ready",
                          timeout=s.up_timeout_s, log=lay.log("kubelet"), pid=kubelet.pid)
 
 
-def _node_ready(settings: Settings, name: str) -> bool:
+def _node_ready(settings: Settings, name: str, *, since: dt.datetime) -> bool:
+    """Ready, and reported so by a kubelet heartbeat after ``since``.
+
+    A node object survives in etcd across `down`/`up` with its last status; without the
+    heartbeat check a restarted cluster would look Ready before its kubelet said anything.
+    """
     try:
         with _admin_http(settings) as client:
             response = client.get(f"/api/v1/nodes/{name}")
-        return response.status_code == 200 and is_ready(response.json())
     except (httpx.HTTPError, OSError):
         return False
+    if response.status_code != 200 or not is_ready(response.json()):
+        return False
+    for condition in response.json()["status"]["conditions"]:
+        if condition["type"] == "Ready":
+            heartbeat = dt.datetime.fromisoformat(condition["lastHeartbeatTime"].replace("Z", "+00:00"))
+            return heartbeat >= since
+    return False
 
 
 def _up_kwok_nodes(params: configs.ClusterParams, count: int, *, step: Step) -> None:
@@ -279,15 +293,18 @@ def down(settings: Settings, *, purge: bool = False, step: Step = lambda s: None
     for name in ("kwok", "containerd", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
         if processes.stop(lay, name):
             stopped.append(name)
-    # Whatever a crashed kubelet or containerd left behind: pod processes, shims, mounts, bridge.
-    leftovers = host.kill_cgroup_root()
-    for pid in host.processes_mentioning(str(lay.containerd_socket)):
-        processes.terminate(pid, timeout=5)
-        leftovers += 1
-    if leftovers:
-        step(f"killed {leftovers} leftover pod processes")
+    state = read_state(lay)
+    if state is not None and state.mode == "real":
+        # Whatever a crashed kubelet or containerd left behind: pod processes, shims, bridge.
+        # (Only a real node owns these; a kwok cluster beside it must never touch them.)
+        leftovers = host.kill_cgroup_root()
+        for pid in host.processes_mentioning(str(lay.containerd_socket)):
+            processes.terminate(pid, timeout=5)
+            leftovers += 1
+        if leftovers:
+            step(f"killed {leftovers} leftover pod processes")
+        host.delete_link(settings.cni_bridge)
     host.unmount_under(lay.root)
-    host.delete_link(settings.cni_bridge)
     if purge:
         step(f"removing {lay.root}")
         shutil.rmtree(lay.root, ignore_errors=True)

@@ -48,6 +48,9 @@ class GoComponent:
     # directories; a consumer must replace each with the published v0.<minor>.<patch>.
     replace_staging: bool = False
     extra_requires: tuple[str, ...] = field(default=())
+    # Files of the module's source concatenated into one file beside the binaries:
+    # output name -> paths relative to the module root (kwok's stage definitions).
+    assets: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -86,6 +89,15 @@ KWOK = GoComponent(
     module="sigs.k8s.io/kwok",
     version=KWOK_VERSION,
     binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+    # kwok only simulates what Stage objects describe; these are upstream's "fast" node and pod
+    # lifecycles plus lease heartbeats, exactly as `kwokctl` uses them.
+    assets={"stages.yaml": (
+        "kustomize/stage/node/fast/node-initialize.yaml",
+        "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+        "kustomize/stage/pod/fast/pod-ready.yaml",
+        "kustomize/stage/pod/fast/pod-complete.yaml",
+        "kustomize/stage/pod/fast/pod-delete.yaml",
+    )},
 )
 
 CRI_TOOLS = GoComponent(
