@@ -233,8 +233,9 @@ def _up_real_node(params: configs.ClusterParams, *, step: Step) -> None:
     since = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
     kubelet = processes.start(lay, "kubelet", configs.kubelet_argv(params))
     step(f"waiting for node {s.node_name} to be Ready")
-    processes.wait_until(lambda: _node_ready(s, s.node_name, since=since), what=f"node {s.node_name} did not become Ready",
-                         timeout=s.up_timeout_s, log=lay.log("kubelet"), pid=kubelet.pid)
+    processes.wait_until(lambda: _node_ready(s, s.node_name, since=since),
+                         what=f"node {s.node_name} did not become Ready", timeout=s.up_timeout_s,
+                         log=lay.log("kubelet"), pid=kubelet.pid)
 
 
 def _node_ready(settings: Settings, name: str, *, since: dt.datetime) -> bool:
