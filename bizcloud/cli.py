@@ -108,8 +108,9 @@ def cluster_up(
         console.print(f"[bold red]error:[/] --mode must be real or kwok, not {mode!r}")
         raise typer.Exit(2)
     settings = get_settings()
-    _guard(_build_with_progress)
     cluster_mode: ClusterMode = "real" if mode == "real" else "kwok"
+    _guard(lambda: lifecycle.preflight(cluster_mode))
+    _guard(_build_with_progress)
     with _steps("cluster up") as step:
         _guard(lambda: lifecycle.up(settings, mode=cluster_mode, kwok_nodes=kwok_nodes, step=step))
     out.print(f"kubeconfig: {lifecycle.layout_of(settings).admin_kubeconfig}")
@@ -185,6 +186,7 @@ def image_build(
 def up() -> None:
     """Run BizCloud on its embedded defaults: local cluster, sample service; print the endpoints."""
     settings = get_settings()
+    _guard(lambda: lifecycle.preflight("real"))
     _guard(_build_with_progress)
     with _steps("bizcloud up") as step:
         data = _guard(lambda: stack.up(settings, step=step))

@@ -158,14 +158,19 @@ def _start(params: configs.ClusterParams, name: str, argv: list[str], ready: Cal
                          pid=running.pid)
 
 
+def preflight(mode: ClusterMode) -> None:
+    """Fail early, before any build or process, on what the host cannot provide."""
+    if mode == "real":
+        host.require_root("a real node")
+        host.require_real_node_tools()
+
+
 def up(settings: Settings, *, mode: ClusterMode = "real", kwok_nodes: int | None = None,
        step: Step = lambda s: None) -> ClusterState:
     """Bring the local cluster up (or confirm it is up); return what runs."""
     lay = layout_of(settings)
     nodes = kwok_nodes if kwok_nodes is not None else settings.kwok_nodes
-    if mode == "real":
-        host.require_root("a real node")
-        host.require_real_node_tools()
+    preflight(mode)
     lay.create()
     previous = read_state(lay)
     running = running_daemons(lay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,17 +67,16 @@ def start(layout: Layout, name: str, argv: list[str], *, env: dict[str, str] | N
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    """Whether ``pid`` still runs. A zombie counts as gone: it holds no ports, files or memory,
+    and only its parent (maybe another process that started the cluster) can reap it."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def terminate(pid: int, *, timeout: float = 15.0) -> None:
@@ -84,11 +84,15 @@ def terminate(pid: int, *, timeout: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
+    killed = False
     while alive(pid):
         if time.monotonic() > deadline:
+            if killed:
+                raise ClusterError(f"process {pid} did not exit after SIGKILL",
+                                   hint=f"check it with `ps -o pid,stat,cmd -p {pid}`")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
+            killed, deadline = True, time.monotonic() + 10
         time.sleep(0.05)
 
 
@@ -117,8 +121,9 @@ def port_owner(port: int) -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
                              timeout=5, check=False).stdout
-        if "pid=" in out:
-            owner = out.split("users:", 1)[1].strip()
+        found = re.findall(r'\("([^"]+)",pid=(\d+)', out)
+        if found:
+            owner = ", ".join(f"{name} (pid {pid})" for name, pid in dict.fromkeys(found))
     return owner
 
 
