@@ -186,7 +186,8 @@ def image_build(
 def up() -> None:
     """Run BizCloud on its embedded defaults: local cluster, sample service; print the endpoints."""
     settings = get_settings()
-    _guard(lambda: lifecycle.preflight("real"))
+    if settings.kubeconfig is None:
+        _guard(lambda: lifecycle.preflight("real"))
     _guard(_build_with_progress)
     with _steps("bizcloud up") as step:
         data = _guard(lambda: stack.up(settings, step=step))
@@ -213,8 +214,8 @@ def status(as_json: JsonFlag = False) -> None:
 
 def _print_endpoints(data: dict[str, Any]) -> None:
     cluster = data["cluster"]
-    out.print(f"[bold]cluster[/]    {'up' if cluster['up'] else 'down'} ({cluster['mode']}), "
-              f"apiserver {cluster['apiserver']}")
+    where = f", apiserver {cluster['apiserver']}" if "apiserver" in cluster else ""
+    out.print(f"[bold]cluster[/]    {'up' if cluster['up'] else 'down'} ({cluster['mode']}){where}")
     out.print(f"[bold]kubeconfig[/] {data['kubeconfig']}")
     for url in data.get("demo-web", {}).get("urls", []):
         out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     kwok_nodes: int = 1
     up_timeout_s: float = Field(default=180.0, gt=0)
 
+    # An existing cluster instead of the local one: BizCloud then starts no cluster of its own
+    # and deploys the sample service with ``sample_image``, which that cluster must be able to pull.
+    kubeconfig: Path | None = None
+    sample_image: str = "demo-web:v1"
+
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"
 

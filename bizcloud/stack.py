@@ -10,27 +10,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bizcloud.cluster import images, lifecycle
+import yaml
+
+from bizcloud.cluster import images, lifecycle, processes
 from bizcloud.cluster.lifecycle import Step
 from bizcloud.errors import BizCloudError
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo-web"
-SAMPLE_IMAGE = "demo-web:v1"
 SAMPLE_NAMESPACE = "bc-dev"
 SAMPLE_SERVICE = "demo-web"
 
 
+def sample_manifest(image: str) -> str:
+    """The sample's manifest with its image replaced. Purely computational."""
+    docs = [doc for doc in yaml.safe_load_all((SAMPLE_DIR / "k8s.yaml").read_text()) if doc]
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                container["image"] = image
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
 def deploy_sample(settings: Settings, *, step: Step) -> None:
-    """Build the sample image, load it into the node, apply its manifest, wait for Ready pods."""
-    lay = lifecycle.layout_of(settings)
-    step(f"building image {SAMPLE_IMAGE}")
-    images.build_image(SAMPLE_DIR, SAMPLE_IMAGE, settings)
-    images.load_into_containerd(SAMPLE_IMAGE, lay.containerd_socket)
+    """Build the sample image, load it into the node, apply its manifest, wait for Ready pods.
+
+    On an existing cluster (``settings.kubeconfig``) the image is not built here: that cluster's
+    nodes pull ``settings.sample_image`` from wherever it was pushed.
+    """
+    if settings.kubeconfig is None:
+        step(f"building image {settings.sample_image}")
+        images.build_image(SAMPLE_DIR, settings.sample_image, settings)
+        images.load_into_containerd(settings.sample_image, lifecycle.layout_of(settings).containerd_socket)
     step(f"deploying {SAMPLE_SERVICE} to {SAMPLE_NAMESPACE}")
     kubectl = lifecycle.kubectl(settings)
-    kubectl.apply((SAMPLE_DIR / "k8s.yaml").read_text())
+    kubectl.apply(sample_manifest(settings.sample_image))
     kubectl.run("rollout", "status", f"deployment/{SAMPLE_SERVICE}", "-n", SAMPLE_NAMESPACE, "--timeout=180s",
                 timeout=200)
 
@@ -48,22 +63,40 @@ def sample_urls(settings: Settings) -> list[str]:
 
 
 def up(settings: Settings, *, step: Step) -> dict[str, Any]:
-    lifecycle.up(settings, mode="real", step=step)
+    if settings.kubeconfig is None:
+        lifecycle.up(settings, mode="real", step=step)
     deploy_sample(settings, step=step)
     return endpoints(settings)
 
 
 def down(settings: Settings, *, purge: bool = False, step: Step) -> list[str]:
-    return lifecycle.down(settings, purge=purge, step=step)
+    """Stop the cluster, then the Docker Engine if (and only if) BizCloud started it."""
+    stopped = lifecycle.down(settings, purge=False, step=step)
+    if processes.stop(lifecycle.layout_of(settings), "dockerd"):
+        stopped.append("dockerd")
+    if purge:
+        lifecycle.down(settings, purge=True, step=step)
+    return stopped
 
 
 def endpoints(settings: Settings) -> dict[str, Any]:
     """Every component `make up` started, with its endpoint: the data of `bizcloud status --json`."""
-    cluster = lifecycle.status(settings)
+    cluster = _external_status(settings) if settings.kubeconfig else lifecycle.status(settings)
     result: dict[str, Any] = {"cluster": cluster, "kubeconfig": cluster["kubeconfig"]}
-    if cluster["up"] and cluster["mode"] == "real":
+    if cluster["up"] and cluster["mode"] in ("real", "external"):
         try:
             result["demo-web"] = {"namespace": SAMPLE_NAMESPACE, "urls": sample_urls(settings)}
         except BizCloudError:
             result["demo-web"] = {"namespace": SAMPLE_NAMESPACE, "urls": []}
     return result
+
+
+def _external_status(settings: Settings) -> dict[str, Any]:
+    kubectl = lifecycle.kubectl(settings)
+    try:
+        nodes = kubectl.get_json("nodes", timeout=15)["items"]
+        up = True
+    except BizCloudError:
+        nodes, up = [], False
+    return {"mode": "external", "up": up, "kubeconfig": str(kubectl.kubeconfig),
+            "nodes": len(nodes), "nodes_ready": sum(1 for n in nodes if is_ready(n))}

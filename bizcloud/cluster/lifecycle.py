@@ -52,8 +52,14 @@ def binaries(settings: Settings) -> dict[str, Path]:
             for component in COMPONENTS for name in component.binaries}
 
 
+def kubeconfig_path(settings: Settings) -> Path:
+    """The cluster BizCloud works on: an existing one if configured, else the local one."""
+    return settings.kubeconfig.expanduser().resolve() if settings.kubeconfig else \
+        layout_of(settings).admin_kubeconfig
+
+
 def kubectl(settings: Settings) -> Kubectl:
-    return Kubectl(binaries(settings)["kubectl"], layout_of(settings).admin_kubeconfig)
+    return Kubectl(binaries(settings)["kubectl"], kubeconfig_path(settings))
 
 
 # --- state -----------------------------------------------------------------------------------

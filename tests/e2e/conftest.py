@@ -55,7 +55,7 @@ def real_cluster(real_settings: Settings) -> Iterator[Settings]:
     lifecycle.up(real_settings, mode="real")
     yield real_settings
     if not was_up:
-        lifecycle.down(real_settings)
+        stack.down(real_settings, step=lambda _: None)
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +66,10 @@ def kubectl(real_cluster: Settings) -> Kubectl:
 @pytest.fixture(scope="session")
 def sample_image(real_cluster: Settings) -> str:
     """The sample service's image, built locally and loaded into the node's containerd."""
-    images.build_image(stack.SAMPLE_DIR, stack.SAMPLE_IMAGE, real_cluster)
-    images.load_into_containerd(stack.SAMPLE_IMAGE, lifecycle.layout_of(real_cluster).containerd_socket)
-    return stack.SAMPLE_IMAGE
+    image = real_cluster.sample_image
+    images.build_image(stack.SAMPLE_DIR, image, real_cluster)
+    images.load_into_containerd(image, lifecycle.layout_of(real_cluster).containerd_socket)
+    return image
 
 
 @pytest.fixture(scope="module")

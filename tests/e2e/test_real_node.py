@@ -122,6 +122,18 @@ def test_the_sample_service_runs_in_dev_and_names_its_pod(real_cluster: Settings
         "bizcloud.io/env": "dev", "bizcloud.io/group": "normal"}
 
 
+def test_an_existing_cluster_is_used_through_its_kubeconfig(real_cluster: Settings, tmp_path: Path) -> None:
+    """With BIZCLOUD_KUBECONFIG set, BizCloud starts nothing and reports that cluster instead."""
+    env = {"BIZCLOUD_KUBECONFIG": str(lifecycle.layout_of(real_cluster).admin_kubeconfig),
+           "BIZCLOUD_STATE_DIR": str(tmp_path / "unused")}
+    data = json.loads(cli("status", "--json", env=env).stdout)
+    assert data["cluster"]["mode"] == "external"
+    assert data["cluster"]["up"] is True
+    assert data["cluster"]["nodes_ready"] == 1
+    assert data["demo-web"]["urls"] == stack.sample_urls(real_cluster)
+    assert not (tmp_path / "unused").exists()
+
+
 def _pod_processes() -> set[int]:
     pids: set[int] = set()
     for procs in Path("/sys/fs/cgroup/pids", CGROUP_ROOT.lstrip("/")).rglob("cgroup.procs"):

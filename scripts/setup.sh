@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what BizCloud needs on a fresh Debian bookworm machine, and nothing twice:
+# Debian packages for the real node and local images, then a virtualenv with the Python package.
+# Go (1.24 or newer) must already be on PATH: Debian bookworm's golang is too old to build
+# Kubernetes 1.34, so it is not installed from here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# containerd, runc, CNI plugins: the real node. docker.io: builds local images. iptables: the CNI
+# bridge's masquerading. busybox-static: the base image. gcc: the static pause binary.
+# iproute2: node address and bridge clean-up. util-linux: setpriv/umount. ca-certificates: TLS.
+APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
+              gcc libc6-dev util-linux ca-certificates python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  for dir in /usr/local/go/bin /usr/lib/go/bin; do
+    [ -x "$dir/go" ] && export PATH="$dir:$PATH" && break
+  done
+fi
+command -v go >/dev/null 2>&1 || {
+  echo "setup: Go is not installed — install Go 1.24 or newer (https://go.dev/doc/install) and re-run" >&2
+  exit 1
+}
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=.venv/.bizcloud-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing the bizcloud package and its tools into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi
