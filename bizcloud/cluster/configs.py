@@ -17,8 +17,13 @@ from bizcloud.cluster.layout import Layout
 from bizcloud.settings import Settings
 
 PAUSE_IMAGE = "bizcloud.local/pause:3.10"
-CGROUP_ROOT = "/bizcloud"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def cgroup_root(settings: Settings) -> str:
+    """The cgroup every pod process of this cluster's node lives under, named after the cluster
+    so `down` can sweep it without touching another cluster's pods on the same host."""
+    return f"/{settings.cluster_name}"
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def kubelet_config(p: ClusterParams) -> dict[str, Any]:
         "tlsCertFile": str(pki / "kubelet.crt"),
         "tlsPrivateKeyFile": str(pki / "kubelet.key"),
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": CGROUP_ROOT,
+        "cgroupRoot": cgroup_root(s),
         "failSwapOn": False,
         "failCgroupV1": False,
         "containerRuntimeEndpoint": f"unix://{p.layout.containerd_socket}",

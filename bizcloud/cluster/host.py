@@ -14,7 +14,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-from bizcloud.cluster.configs import CGROUP_ROOT
 from bizcloud.errors import PrerequisiteError
 
 CGROUP_V1 = Path("/sys/fs/cgroup")
@@ -68,35 +67,36 @@ def _cgroup_hierarchies() -> list[Path]:
     return [p for p in CGROUP_V1.iterdir() if p.is_dir() and (p / "cgroup.procs").exists()]
 
 
-def ensure_cgroup_root() -> None:
+def ensure_cgroup_root(cgroup_root: str) -> None:
     """kubelet requires its --cgroup-root to exist in every hierarchy before it starts."""
     for hierarchy in _cgroup_hierarchies():
-        (hierarchy / CGROUP_ROOT.lstrip("/")).mkdir(exist_ok=True)
+        (hierarchy / cgroup_root.lstrip("/")).mkdir(exist_ok=True)
 
 
-def kill_cgroup_root() -> int:
+def kill_cgroup_root(cgroup_root: str) -> int:
     """SIGKILL every process left under our cgroup root, then remove its cgroups. Returns the count."""
-    killed: set[int] = set()
+    killed = pids_under(cgroup_root)
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for hierarchy in _cgroup_hierarchies():
-        root = hierarchy / CGROUP_ROOT.lstrip("/")
-        if not root.is_dir():
-            continue
-        for procs in _walk(root, "cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                for pid in map(int, procs.read_text().split()):
-                    if pid not in killed:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                        killed.add(pid)
-    for hierarchy in _cgroup_hierarchies():
-        root = hierarchy / CGROUP_ROOT.lstrip("/")
+        root = hierarchy / cgroup_root.lstrip("/")
         if root.is_dir():
-            for directory in sorted(_walk(root), key=lambda d: -len(d.parts)):
+            # Deepest first; a cgroup whose last process is still exiting is left for next time.
+            for directory in [*sorted(_walk(root), key=lambda d: -len(d.parts)), root]:
                 with contextlib.suppress(OSError):
                     directory.rmdir()
-            with contextlib.suppress(OSError):
-                root.rmdir()
     return len(killed)
+
+
+def pids_under(cgroup_root: str) -> set[int]:
+    """Every process in the cgroup subtree ``cgroup_root`` (of the pids hierarchy on cgroup v1)."""
+    hierarchy = CGROUP_V1 if (CGROUP_V1 / "cgroup.controllers").exists() else CGROUP_V1 / "pids"
+    pids: set[int] = set()
+    for procs in _walk(hierarchy / cgroup_root.lstrip("/"), "cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(p) for p in procs.read_text().split()}
+    return pids
 
 
 def _walk(root: Path, file: str | None = None) -> list[Path]:

@@ -230,7 +230,7 @@ def up(settings: Settings, *, mode: ClusterMode = "real", kwok_nodes: int | None
 
 def _up_real_node(params: configs.ClusterParams, *, step: Step) -> None:
     lay, s = params.layout, params.settings
-    host.ensure_cgroup_root()
+    host.ensure_cgroup_root(configs.cgroup_root(s))
     step("starting containerd")
     _start(params, "containerd", configs.containerd_argv(params), lay.containerd_socket.exists,
            timeout=s.up_timeout_s)
@@ -309,7 +309,7 @@ def down(settings: Settings, *, purge: bool = False, step: Step = lambda s: None
     if state is not None and state.mode == "real":
         # Whatever a crashed kubelet or containerd left behind: pod processes, shims, bridge.
         # (Only a real node owns these; a kwok cluster beside it must never touch them.)
-        leftovers = host.kill_cgroup_root()
+        leftovers = host.kill_cgroup_root(configs.cgroup_root(settings))
         for pid in host.processes_mentioning(str(lay.containerd_socket)):
             processes.terminate(pid, timeout=5)
             leftovers += 1

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bizcloud.cluster import gobuild
-from bizcloud.cluster.versions import ETCD, KUBERNETES, component_for
+from bizcloud.cluster.versions import CRI_TOOLS, ETCD, KUBERNETES, component_for
+from bizcloud.errors import BuildError, PrerequisiteError
 
 
 def test_staging_modules_follow_the_kubernetes_minor_and_patch() -> None:
@@ -37,3 +40,23 @@ def test_cache_hit_needs_the_same_spec_and_every_binary(tmp_path: Path) -> None:
     assert gobuild.is_built(tmp_path, ETCD)
     (out / gobuild.STAMP).write_text(json.dumps({**gobuild.build_spec(ETCD), "version": "v0.0.1"}))
     assert not gobuild.is_built(tmp_path, ETCD)
+
+
+def test_missing_go_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PrerequisiteError) as missing:
+        gobuild.go_binary()
+    assert "Go is not installed" in missing.value.message
+    assert "install Go" in missing.value.hint
+
+
+def test_an_unreachable_module_proxy_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `go` against a proxy address where nothing listens (a closed loopback port)."""
+    proxy = "http://127.0.0.1:9"
+    monkeypatch.setenv("GOPROXY", proxy)
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
+    monkeypatch.setenv("GOSUMDB", "off")
+    with pytest.raises(BuildError) as unreachable:
+        gobuild.build_component(gobuild.go_binary(), tmp_path / "cache", CRI_TOOLS, progress=lambda _: None)
+    assert f"the Go module proxy ({proxy}) could not be reached" in unreachable.value.message
+    assert str(tmp_path / "cache") in unreachable.value.hint

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from bizcloud import stack
 from bizcloud.cluster import host, lifecycle, processes
-from bizcloud.cluster.configs import CGROUP_ROOT
+from bizcloud.cluster.configs import cgroup_root
 from bizcloud.cluster.versions import KUBERNETES_VERSION
 from bizcloud.kube.kubectl import Kubectl, is_ready
 from bizcloud.settings import Settings
@@ -134,20 +133,12 @@ def test_an_existing_cluster_is_used_through_its_kubeconfig(real_cluster: Settin
     assert not (tmp_path / "unused").exists()
 
 
-def _pod_processes() -> set[int]:
-    pids: set[int] = set()
-    for procs in Path("/sys/fs/cgroup/pids", CGROUP_ROOT.lstrip("/")).rglob("cgroup.procs"):
-        with contextlib.suppress(OSError):
-            pids |= {int(p) for p in procs.read_text().split()}
-    return pids
-
-
 def test_down_stops_every_process_and_up_brings_the_node_back(real_cluster: Settings, kubectl: Kubectl,
                                                               namespace: str, demo: str) -> None:
     """Runs last in this module: it restarts the shared cluster."""
     layout = lifecycle.layout_of(real_cluster)
     daemons = {r.pid for r in lifecycle.running_daemons(layout).values()}
-    pods = _pod_processes()
+    pods = host.pids_under(cgroup_root(real_cluster))
     assert pods, "the demo pods should have processes under the node's cgroup root"
 
     stopped = lifecycle.down(real_cluster)
