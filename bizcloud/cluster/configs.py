@@ -111,7 +111,11 @@ state = "{lay.containerd_state}"
 
 
 def cni_conflist(p: ClusterParams) -> dict[str, Any]:
-    """A bridge network: each pod gets an address of ``pod_cidr`` reachable from the host."""
+    """A bridge network: each pod gets an address of ``pod_cidr`` reachable from the host.
+
+    No masquerading: BizCloud grants database and firewall access per pod IP, so a pod's own
+    address must be what its peers see; it also saves every pod start a round of iptables.
+    """
     s = p.settings
     return {
         "cniVersion": "0.4.0",
@@ -121,7 +125,7 @@ def cni_conflist(p: ClusterParams) -> dict[str, Any]:
                 "type": "bridge",
                 "bridge": s.cni_bridge,
                 "isGateway": True,
-                "ipMasq": True,
+                "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",

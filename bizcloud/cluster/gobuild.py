@@ -139,7 +139,7 @@ def build_component(go: str, cache_dir: Path, component: GoComponent, *, progres
 
     progress("resolving modules")
     packages = [f"{pkg}@{component.version}" for pkg in component.binaries.values()]
-    _run_go(go, ["get", "-tool", *packages, *component.extra_requires], cwd=work, log=log,
+    _run_go(go, ["get", "-tool", *packages], cwd=work, log=log,
             what=f"resolving {component.module}@{component.version}")
 
     progress("compiling " + ", ".join(component.binaries))

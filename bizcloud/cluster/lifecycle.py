@@ -89,7 +89,7 @@ def running_daemons(layout: Layout) -> dict[str, processes.Running]:
 # --- probes ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _admin_http(settings: Settings) -> Iterator[httpx.Client]:
+def admin_http(settings: Settings) -> Iterator[httpx.Client]:
     pki_dir = layout_of(settings).pki
     tls = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
     tls.load_cert_chain(pki_dir / "admin.crt", pki_dir / "admin.key")
@@ -100,7 +100,7 @@ def _admin_http(settings: Settings) -> Iterator[httpx.Client]:
 
 def apiserver_ready(settings: Settings) -> bool:
     try:
-        with _admin_http(settings) as client:
+        with admin_http(settings) as client:
             return client.get("/readyz").status_code == 200
     except (httpx.HTTPError, OSError):  # OSError: TLS files not written yet
         return False
@@ -115,7 +115,7 @@ def _http_ok(url: str) -> bool:
 
 def nodes_ready(settings: Settings) -> tuple[int, int]:
     """(ready, total) nodes, as the API server sees them."""
-    with _admin_http(settings) as client:
+    with admin_http(settings) as client:
         items = client.get("/api/v1/nodes").raise_for_status().json()["items"]
     return sum(1 for n in items if is_ready(n)), len(items)
 
@@ -256,7 +256,7 @@ def _node_ready(settings: Settings, name: str, *, since: dt.datetime) -> bool:
     heartbeat check a restarted cluster would look Ready before its kubelet said anything.
     """
     try:
-        with _admin_http(settings) as client:
+        with admin_http(settings) as client:
             response = client.get(f"/api/v1/nodes/{name}")
     except (httpx.HTTPError, OSError):
         return False

@@ -47,7 +47,6 @@ class GoComponent:
     # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
     # directories; a consumer must replace each with the published v0.<minor>.<patch>.
     replace_staging: bool = False
-    extra_requires: tuple[str, ...] = field(default=())
     # Files of the module's source concatenated into one file beside the binaries:
     # output name -> paths relative to the module root (kwok's stage definitions).
     assets: dict[str, tuple[str, ...]] = field(default_factory=dict)
