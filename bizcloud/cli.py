@@ -119,12 +119,21 @@ def cluster_up(
 PurgeFlag = Annotated[bool, typer.Option(help="Also delete the local state (cluster data, certificates).")]
 
 
+def _stop(title: str, action: Callable[[Callable[[str], None]], list[str]]) -> None:
+    with _steps(title) as step:
+        stopped = _guard(lambda: action(step))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    """Plain JSON on stdout: no colours or wrapping, whatever the terminal."""
+    print(json.dumps(data, indent=2))
+
+
 @cluster_app.command("down")
 def cluster_down(purge: PurgeFlag = False) -> None:
     """Stop every process the local cluster started (and nothing else)."""
-    with _steps("cluster down") as step:
-        stopped = _guard(lambda: lifecycle.down(get_settings(), purge=purge, step=step))
-    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    _stop("cluster down", lambda step: lifecycle.down(get_settings(), purge=purge, step=step))
 
 
 @cluster_app.command("status")
@@ -132,7 +141,7 @@ def cluster_status(as_json: JsonFlag = False) -> None:
     """Which daemons run, with their pids and logs, and how many nodes are Ready."""
     data = _guard(lambda: lifecycle.status(get_settings()))
     if as_json:
-        out.print_json(json.dumps(data))
+        _emit_json(data)
         return
     table = Table("daemon", "running", "pid", "log")
     for name, d in data["daemons"].items():
@@ -197,9 +206,7 @@ def up() -> None:
 @app.command("down")
 def down(purge: PurgeFlag = False) -> None:
     """Stop everything `bizcloud up` started."""
-    with _steps("bizcloud down") as step:
-        stopped = _guard(lambda: stack.down(get_settings(), purge=purge, step=step))
-    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    _stop("bizcloud down", lambda step: stack.down(get_settings(), purge=purge, step=step))
 
 
 @app.command("status")
@@ -207,7 +214,7 @@ def status(as_json: JsonFlag = False) -> None:
     """Every component that `make up` started, with its endpoint."""
     data = _guard(lambda: stack.endpoints(get_settings()))
     if as_json:
-        out.print_json(json.dumps(data))
+        _emit_json(data)
         return
     _print_endpoints(data)
 
