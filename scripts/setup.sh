@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # bridge's masquerading. busybox-static: the base image. gcc: the static pause binary.
 # iproute2: node address and bridge clean-up. util-linux: setpriv/umount. ca-certificates: TLS.
 APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
-              gcc libc6-dev util-linux ca-certificates python3-venv)
+              gcc libc6-dev util-linux ca-certificates)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
