@@ -1,0 +1,1 @@
+"""k8s-monitor: pods in, instance events out, delivered to every subscriber."""

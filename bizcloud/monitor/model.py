@@ -1,0 +1,63 @@
+"""The values the monitor hands downstream: instances and instance events.
+
+Everything after the informer speaks these, never Kubernetes objects: a subscriber (catalog,
+gateway, SOA registry, authorization) needs to know which service, environment and group an
+address belongs to and whether it may take traffic — nothing else about a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NewType
+
+PodUid = NewType("PodUid", str)
+
+
+class Group(StrEnum):
+    NORMAL = "normal"
+    GRAY = "gray"
+
+
+class EventType(StrEnum):
+    UP = "UP"            # the instance may take traffic (Ready, has an IP, not terminating)
+    DOWN = "DOWN"        # it must not (any more): gone, terminating, not Ready, or lost its IP
+    CHANGED = "CHANGED"  # still UP, but something subscribers care about changed (ports, release…)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One pod as a member of a service: where it listens and whether it is serving."""
+
+    service: str
+    env: str
+    group: Group
+    namespace: str
+    pod: str
+    uid: PodUid
+    ip: str | None
+    ports: Mapping[str, int] = field(default_factory=dict)  # container port name -> number
+    ready: bool = False
+    node: str | None = None
+    release: str | None = None
+    terminating: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """Only a Ready pod with an IP that is not being deleted takes traffic."""
+        return self.ready and bool(self.ip) and not self.terminating
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """A change of one instance. ``instance`` is the new state (for DOWN, the last known one)."""
+
+    type: EventType
+    instance: Instance
+    resource_version: str = ""
+    observed_at: float = 0.0  # time.time() when the monitor saw the pod change
+
+    @property
+    def uid(self) -> PodUid:
+        return self.instance.uid
