@@ -1,0 +1,1 @@
+"""Service management center: services, environments, instances, groups, routes, the change stream."""

@@ -1,0 +1,1 @@
+"""BizCloud's long-running processes, wired from their parts: `bizcloud server` and `bizcloud monitor`."""
