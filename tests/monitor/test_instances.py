@@ -1,0 +1,124 @@
+"""The monitor's pure rules, as tables: which pods are instances, and which transitions matter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bizcloud.monitor.instances import Skipped, SkipReason, diff, events_for, instance_from_pod
+from bizcloud.monitor.model import EventType, Group, Instance
+
+
+def pod(*, labels: dict[str, str] | None = None, namespace: str = "bc-dev", ip: str | None = "10.88.0.5",
+        ready: bool = True, deleting: bool = False, ports: list[dict[str, Any]] | None = None,
+        uid: str = "uid-1") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "web-1", "namespace": namespace, "uid": uid,
+                            "labels": {"bizcloud.io/service": "web"} if labels is None else labels}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-27T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": "node-a", "containers": [
+            {"name": "app", "ports": [{"name": "http", "containerPort": 8080}] if ports is None else ports}]},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "given", "reason"),
+    [
+        ("invalid service name", pod(labels={"bizcloud.io/service": "Web_1"}), SkipReason.BAD_SERVICE),
+        ("empty service name", pod(labels={"bizcloud.io/service": ""}), SkipReason.BAD_SERVICE),
+        ("no env label outside bc-*", pod(namespace="default"), SkipReason.NO_ENV),
+        ("invalid env label", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/env": "Prod!"}),
+         SkipReason.BAD_ENV),
+        ("unknown group", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/group": "canary"}),
+         SkipReason.BAD_GROUP),
+        ("no named ports", pod(ports=[{"containerPort": 8080}]), SkipReason.NO_TRAFFIC_PORT),
+        ("only other named ports", pod(ports=[{"name": "metrics", "containerPort": 9090}]),
+         SkipReason.NO_TRAFFIC_PORT),
+        ("one name, two numbers", pod(ports=[{"name": "http", "containerPort": 80},
+                                             {"name": "http", "containerPort": 81}]),
+         SkipReason.CONFLICTING_PORTS),
+    ],
+)
+def test_pods_that_are_not_instances_say_why(case: str, given: dict[str, Any], reason: SkipReason) -> None:
+    result = instance_from_pod(given)
+    assert isinstance(result, Skipped), case
+    assert result.reason is reason
+
+
+@pytest.mark.parametrize(
+    ("case", "given", "expected"),
+    [
+        ("env from the namespace", pod(), {"service": "web", "env": "dev", "group": Group.NORMAL}),
+        ("env label wins", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/env": "qa"}),
+         {"env": "qa"}),
+        ("gray group", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/group": "gray"}),
+         {"group": Group.GRAY}),
+        ("release label", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/release": "v2"}),
+         {"release": "v2"}),
+        ("soa port is enough", pod(ports=[{"name": "soa", "containerPort": 20880}]),
+         {"ports": {"soa": 20880}}),
+        ("UDP ports are not traffic ports", pod(ports=[{"name": "http", "containerPort": 80},
+                                                     {"name": "dns", "containerPort": 53, "protocol": "UDP"}]),
+         {"ports": {"http": 80}}),
+        ("serving", pod(), {"serving": True}),
+        ("not Ready", pod(ready=False), {"serving": False}),
+        ("no IP yet", pod(ip=None), {"serving": False, "ip": None}),
+        ("terminating", pod(deleting=True), {"serving": False, "terminating": True}),
+    ],
+)
+def test_pods_become_instances(case: str, given: dict[str, Any], expected: dict[str, Any]) -> None:
+    result = instance_from_pod(given)
+    assert isinstance(result, Instance), case
+    for attribute, value in expected.items():
+        assert getattr(result, attribute) == value, f"{case}: {attribute}"
+
+
+def _inst(**changes: Any) -> Instance:
+    base = instance_from_pod(pod())
+    assert isinstance(base, Instance)
+    return Instance(**{**base.__dict__, **changes})
+
+
+SERVING = _inst()
+NOT_READY = _inst(ready=False)
+TERMINATING = _inst(terminating=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new", "expected"),
+    [
+        ("nothing to nothing", None, None, None),
+        ("new pod not Ready yet", None, NOT_READY, None),
+        ("becomes Ready", NOT_READY, SERVING, EventType.UP),
+        ("appears Ready (relist)", None, SERVING, EventType.UP),
+        ("deletion starts: DOWN at once", SERVING, TERMINATING, EventType.DOWN),
+        ("vanishes (missed DELETE)", SERVING, None, EventType.DOWN),
+        ("readiness lost", SERVING, NOT_READY, EventType.DOWN),
+        ("IP lost", SERVING, _inst(ip=None), EventType.DOWN),
+        ("status noise only", SERVING, _inst(), None),
+        ("port changed", SERVING, _inst(ports={"http": 9090}), EventType.CHANGED),
+        ("release changed", SERVING, _inst(release="v9"), EventType.CHANGED),
+        ("terminating stays down", TERMINATING, None, None),
+    ],
+)
+def test_transitions(case: str, old: Instance | None, new: Instance | None, expected: EventType | None
+                     ) -> None:
+    assert diff(old, new) is expected, case
+
+
+def test_down_carries_the_last_serving_state() -> None:
+    (event,) = events_for(SERVING, _inst(ip=None, ready=False))
+    assert event.type is EventType.DOWN
+    assert event.instance.ip == SERVING.ip
+
+
+def test_a_pod_moving_to_the_gray_group_leaves_normal_first() -> None:
+    gray = _inst(group=Group.GRAY)
+    down, up = events_for(SERVING, gray, resource_version="42")
+    assert (down.type, down.instance.group) == (EventType.DOWN, Group.NORMAL)
+    assert (up.type, up.instance.group) == (EventType.UP, Group.GRAY)
+    assert up.resource_version == "42"
