@@ -1,0 +1,104 @@
+"""Delivery guarantees of the dispatcher, with recording subscribers (the real ones are tested e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bizcloud.monitor.dispatcher import Backoff, Dispatcher
+from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
+
+FAST = Backoff(base=0.01, cap=0.05)
+
+
+def event(uid: str, kind: EventType = EventType.UP, rv: str = "1") -> InstanceEvent:
+    inst = Instance(service="web", env="dev", group=Group.NORMAL, namespace="bc-dev", pod=f"pod-{uid}",
+                    uid=PodUid(uid), ip="10.0.0.1", ports={"http": 80}, ready=True)
+    return InstanceEvent(type=kind, instance=inst, resource_version=rv, observed_at=time.time())
+
+
+class Recorder:
+    def __init__(self, name: str, *, delay: float = 0.0, fail_first: int = 0) -> None:
+        self.name = name
+        self.delay = delay
+        self.fail_first = fail_first
+        self.calls = 0
+        self.seen: list[tuple[str, str]] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def handle(self, e: InstanceEvent) -> None:
+        self.calls += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.calls <= self.fail_first:
+                raise RuntimeError("database is down")
+            self.seen.append((e.uid, e.resource_version))
+        finally:
+            self.active -= 1
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, int]] = []
+
+    async def record(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
+                     error: str | None = None) -> None:
+        self.rows.append((event.uid, subscriber, outcome, attempts))
+
+
+async def test_one_pods_events_arrive_in_order() -> None:
+    sub = Recorder("a", delay=0.001)
+    d = Dispatcher([sub], backoff=FAST)
+    for rv in range(20):
+        d.submit(event("p1", rv=str(rv)))
+    await d.drain(timeout=5)
+    assert [rv for _, rv in sub.seen] == [str(rv) for rv in range(20)]
+
+
+async def test_different_pods_are_delivered_in_parallel() -> None:
+    sub = Recorder("a", delay=0.05)
+    d = Dispatcher([sub], backoff=FAST)
+    started = time.monotonic()
+    for i in range(20):
+        d.submit(event(f"p{i}"))
+    await d.drain(timeout=5)
+    assert sub.max_active == 20
+    assert time.monotonic() - started < 0.5  # 20 x 50 ms one after another would take 1 s
+
+
+async def test_a_failing_subscriber_is_retried_and_never_blocks_another() -> None:
+    failing, healthy = Recorder("failing", fail_first=3), Recorder("healthy")
+    journal = MemoryJournal()
+    d = Dispatcher([failing, healthy], journal=journal, backoff=FAST)
+    d.submit(event("p1"))
+    await asyncio.sleep(0.005)
+    assert healthy.seen == [("p1", "1")]  # delivered while the other is still failing
+    await d.drain(timeout=5)
+    assert failing.seen == [("p1", "1")]
+    assert [r for r in journal.rows if r[1] == "failing"] == [
+        ("p1", "failing", "retry", 1), ("p1", "failing", "retry", 2), ("p1", "failing", "retry", 3),
+        ("p1", "failing", "ok", 4)]
+    assert ("p1", "healthy", "ok", 1) in journal.rows
+
+
+async def test_a_retrying_event_holds_back_later_events_of_the_same_pod_only() -> None:
+    sub = Recorder("a", fail_first=2)
+    d = Dispatcher([sub], backoff=FAST)
+    d.submit(event("p1", EventType.UP, "1"))
+    d.submit(event("p1", EventType.DOWN, "2"))
+    await d.drain(timeout=5)
+    assert sub.seen == [("p1", "1"), ("p1", "2")]
+
+
+async def test_stop_cancels_pending_work() -> None:
+    sub = Recorder("a", delay=10)
+    d = Dispatcher([sub], backoff=FAST)
+    d.submit(event("p1"))
+    await asyncio.sleep(0.01)
+    assert d.depth("a") == 1
+    await d.stop()
+    assert d.depth("a") == 0
+    await d.drain(timeout=1)
