@@ -69,6 +69,10 @@ class Dispatcher:
     def depth(self, subscriber: str) -> int:
         return self._lanes[subscriber].depth()
 
+    def busy(self, uid: PodUid) -> bool:
+        """Whether an event of this pod is still queued or being delivered to some subscriber."""
+        return any(uid in lane.workers for lane in self._lanes.values())
+
     def submit(self, event: InstanceEvent) -> None:
         """Queue ``event`` for every subscriber; never blocks."""
         metrics.EVENTS.labels(event.type.value).inc()

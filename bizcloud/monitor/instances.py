@@ -106,7 +106,7 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
     )
 
 
-def _same_for_subscribers(a: Instance, b: Instance) -> bool:
+def same_for_subscribers(a: Instance, b: Instance) -> bool:
     return (a.service, a.env, a.group, a.ip, dict(a.ports), a.node, a.release, a.namespace, a.pod) == (
         b.service, b.env, b.group, b.ip, dict(b.ports), b.node, b.release, b.namespace, b.pod)
 
@@ -123,7 +123,7 @@ def diff(old: Instance | None, new: Instance | None) -> EventType | None:
         return EventType.UP
     if was and not now:
         return EventType.DOWN
-    if was and now and old is not None and new is not None and not _same_for_subscribers(old, new):
+    if was and now and old is not None and new is not None and not same_for_subscribers(old, new):
         return EventType.CHANGED
     return None
 

@@ -1,0 +1,186 @@
+"""The monitor: the informer's pods in, instance events out, and the catalog kept honest.
+
+It is the informer's handler. It keeps the last state of every labelled pod, turns each change
+into events (`instances.events_for`), and, while it leads, hands them to the dispatcher. After
+every relist and every ``resync`` seconds it reconciles the catalog with the live pods:
+
+- a serving pod missing from the catalog (or different there) is sent UP again;
+- a catalog row for a pod the monitor saw deleted (a tombstone) is sent DOWN at once;
+- any other row with no live pod behind it is sent DOWN once it has stayed so for ``grace``
+  seconds, so a row whose UP is still in flight, or a monitor that just restarted, never drops
+  an instance that is alive. Nothing is reconciled before the first complete list.
+
+A standby monitor keeps its table warm but dispatches nothing; when it takes the lease it
+replays every serving instance (subscribers are idempotent) and reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bizcloud.monitor import metrics
+from bizcloud.monitor.dispatcher import Dispatcher
+from bizcloud.monitor.instances import Skipped, events_for, instance_from_pod, same_for_subscribers
+from bizcloud.monitor.model import EventType, Instance, InstanceEvent, PodUid
+from bizcloud.monitor.protocols import CatalogView
+
+log = logging.getLogger("bizcloud.monitor")
+
+TOMBSTONE_TTL = 600.0
+
+
+@dataclass(frozen=True)
+class Repairs:
+    added: int = 0
+    removed: int = 0
+
+
+class Monitor:
+    """Implements the informer's handler protocol (`on_sync`, `on_event`)."""
+
+    def __init__(self, dispatcher: Dispatcher, catalog: CatalogView | None, *, grace: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._dispatcher = dispatcher
+        self._catalog = catalog
+        self._grace = grace
+        self._clock = clock
+        self._table: dict[PodUid, Instance] = {}
+        self._tombstones: dict[PodUid, float] = {}
+        self._dirty_since: dict[PodUid, float] = {}
+        self._synced = False
+        self._leading = False
+        self._reconcile_lock = asyncio.Lock()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def live(self) -> Iterable[Instance]:
+        return [i for i in self._table.values() if i.serving]
+
+    def _instance(self, pod: dict[str, Any]) -> Instance | None:
+        result = instance_from_pod(pod)
+        if isinstance(result, Skipped):
+            metrics.SKIPPED.labels(result.reason.value).inc()
+            return None
+        return result
+
+    def _emit(self, events: Iterable[InstanceEvent]) -> None:
+        if not self._leading:
+            return
+        for event in events:
+            self._dispatcher.submit(event)
+
+    # --- the informer's handler ----------------------------------------------------------------
+
+    async def on_sync(self, objects: list[dict[str, Any]], resource_version: str) -> None:
+        """A complete list: diff it against what we knew (missed DELETEs become DOWN here)."""
+        metrics.RELISTS.inc()
+        now = self._clock()
+        fresh: dict[PodUid, Instance] = {}
+        for pod in objects:
+            instance = self._instance(pod)
+            if instance is not None:
+                fresh[instance.uid] = instance
+        events: list[InstanceEvent] = []
+        for uid in self._table.keys() | fresh.keys():
+            events += events_for(self._table.get(uid), fresh.get(uid), resource_version=resource_version,
+                                 observed_at=now)
+            if uid not in fresh:
+                self._tombstones[uid] = now
+        self._table = fresh
+        self._synced = True
+        log.info("relisted pods=%d instances=%d events=%d rv=%s", len(objects), len(fresh), len(events),
+                 resource_version)
+        self._emit(events)
+        await self.reconcile()
+
+    async def on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        now = self._clock()
+        meta = obj.get("metadata", {})
+        uid = PodUid(meta.get("uid", ""))
+        new = None if kind == "DELETED" else self._instance(obj)
+        old = self._table.get(uid)
+        if new is None:
+            self._table.pop(uid, None)
+            if kind == "DELETED":
+                self._tombstones[uid] = now
+        else:
+            self._table[uid] = new
+        self._emit(events_for(old, new, resource_version=meta.get("resourceVersion", ""), observed_at=now))
+
+    # --- reconciliation ------------------------------------------------------------------------
+
+    async def reconcile(self) -> Repairs:
+        """Repair the catalog both ways (see the module docstring). Returns what was repaired."""
+        if not (self._synced and self._leading and self._catalog is not None):
+            return Repairs()
+        async with self._reconcile_lock:
+            catalog = await self._catalog.instances()
+            now = self._clock()
+            live = {i.uid: i for i in self.live()}
+            added = removed = 0
+            for uid, instance in live.items():
+                row = catalog.get(uid)
+                if self._dispatcher.busy(uid) or (row is not None and same_for_subscribers(row, instance)):
+                    continue  # in flight, or already right
+                self._dispatcher.submit(InstanceEvent(type=EventType.UP, instance=instance, observed_at=now))
+                added += 1
+            for uid, row in catalog.items():
+                if uid in live or self._dispatcher.busy(uid):
+                    continue
+                dead = uid in self._tombstones
+                first = self._dirty_since.setdefault(uid, now)
+                if dead or now - first >= self._grace:
+                    down = InstanceEvent(type=EventType.DOWN, instance=row, observed_at=now)
+                    self._dispatcher.submit(down)
+                    self._dirty_since.pop(uid, None)
+                    removed += 1
+            self._dirty_since = {u: t for u, t in self._dirty_since.items() if u in catalog and u not in live}
+            self._tombstones = {u: t for u, t in self._tombstones.items() if now - t < TOMBSTONE_TTL}
+        if added or removed:
+            metrics.REPAIRS.labels("added").inc(added)
+            metrics.REPAIRS.labels("removed").inc(removed)
+            log.info("reconciled added=%d removed=%d", added, removed)
+        return Repairs(added=added, removed=removed)
+
+    async def resync_forever(self, interval: float, stop: asyncio.Event) -> None:
+        """Reconcile every ``interval`` seconds until ``stop``; errors are logged and retried."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                await self.reconcile()
+            except Exception as e:  # the catalog may be down: try again next round
+                log.warning("reconcile failed error=%r", e)
+
+    # --- leadership ----------------------------------------------------------------------------
+
+    async def start_leading(self) -> None:
+        """Take over dispatching: replay every serving instance, then reconcile."""
+        self._leading = True
+        metrics.LEADER.set(1)
+        log.info("leading instances=%d synced=%s", len(self._table), self._synced)
+        now = self._clock()
+        self._emit(InstanceEvent(type=EventType.UP, instance=i, observed_at=now) for i in self.live())
+        await self.reconcile()
+
+    async def stop_leading(self) -> None:
+        self._leading = False
+        metrics.LEADER.set(0)
+        await self._dispatcher.stop()
+        log.info("stopped leading")

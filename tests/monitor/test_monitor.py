@@ -1,0 +1,132 @@
+"""The monitor's bookkeeping: relists, tombstones, the grace period and leadership.
+
+The catalog here is an in-memory subscriber that is also the catalog view; the real catalog
+and the real cluster are exercised end to end in tests/e2e/test_monitor.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bizcloud.monitor.dispatcher import Backoff, Dispatcher
+from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
+from bizcloud.monitor.monitor import Monitor
+from tests.monitor.test_instances import pod
+
+
+class MemoryCatalog:
+    name = "catalog"
+
+    def __init__(self) -> None:
+        self.rows: dict[PodUid, Instance] = {}
+        self.events: list[tuple[EventType, str]] = []
+
+    async def handle(self, event: InstanceEvent) -> None:
+        self.events.append((event.type, event.uid))
+        if event.type is EventType.DOWN:
+            self.rows.pop(event.uid, None)
+        else:
+            self.rows[event.uid] = event.instance
+
+    async def instances(self) -> dict[PodUid, Instance]:
+        return dict(self.rows)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def parts() -> tuple[Monitor, MemoryCatalog, Dispatcher, Clock]:
+    catalog = MemoryCatalog()
+    dispatcher = Dispatcher([catalog], backoff=Backoff(base=0.01, cap=0.02))
+    clock = Clock()
+    return Monitor(dispatcher, catalog, grace=5.0, clock=clock), catalog, dispatcher, clock
+
+
+def serving(uid: str, **kw: Any) -> dict[str, Any]:
+    return pod(uid=uid, **kw)
+
+
+async def test_a_standby_dispatches_nothing_until_it_leads(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.on_sync([serving("a"), serving("b")], "10")
+    await monitor.on_event("MODIFIED", serving("c"))
+    await dispatcher.drain(timeout=2)
+    assert catalog.rows == {}
+    await monitor.start_leading()
+    await dispatcher.drain(timeout=2)
+    assert set(catalog.rows) == {"a", "b", "c"}
+
+
+async def test_a_relist_turns_missed_deletes_into_down(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    await monitor.on_sync([serving("a"), serving("b")], "10")
+    await dispatcher.drain(timeout=2)
+    await monitor.on_sync([serving("b")], "20")  # "a" was deleted while the watch was down
+    await dispatcher.drain(timeout=2)
+    assert set(catalog.rows) == {"b"}
+    assert (EventType.DOWN, "a") in catalog.events
+
+
+async def test_deletion_start_is_down_before_the_delete_event(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    await monitor.on_sync([serving("a")], "10")
+    await monitor.on_event("MODIFIED", serving("a", deleting=True))
+    await dispatcher.drain(timeout=2)
+    assert catalog.rows == {}
+    await monitor.on_event("DELETED", serving("a", deleting=True))
+    await dispatcher.drain(timeout=2)
+    assert catalog.events == [(EventType.UP, "a"), (EventType.DOWN, "a")]
+
+
+async def test_dirty_rows_wait_out_the_grace_period_and_missing_rows_are_added(parts: Any) -> None:
+    monitor, catalog, dispatcher, clock = parts
+    await monitor.start_leading()
+    await monitor.on_sync([serving("a")], "10")
+    await dispatcher.drain(timeout=2)
+    ghost = Instance(service="web", env="dev", group=Group.NORMAL, namespace="bc-dev", pod="ghost",
+                     uid=PodUid("ghost"), ip="10.0.0.9", ports={"http": 80}, ready=True)
+    catalog.rows[PodUid("ghost")] = ghost            # a dirty row written by hand
+    del catalog.rows[PodUid("a")]                    # a row lost
+
+    first = await monitor.reconcile()
+    await dispatcher.drain(timeout=2)
+    assert (first.added, first.removed) == (1, 0)    # the lost row is back, the ghost waits
+    assert set(catalog.rows) == {"a", "ghost"}
+
+    clock.now += 6
+    second = await monitor.reconcile()
+    await dispatcher.drain(timeout=2)
+    assert (second.added, second.removed) == (0, 1)
+    assert set(catalog.rows) == {"a"}
+
+
+async def test_a_tombstoned_row_goes_at_once(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    await monitor.on_sync([serving("a")], "10")
+    await dispatcher.drain(timeout=2)
+    await monitor.stop_leading()                     # the DOWN is lost with the old leader
+    await monitor.on_event("DELETED", serving("a"))
+    await monitor.start_leading()
+    await dispatcher.drain(timeout=2)
+    assert catalog.rows == {}
+
+
+async def test_nothing_is_reconciled_before_the_first_list(parts: Any) -> None:
+    monitor, catalog, _, clock = parts
+    catalog.rows[PodUid("alive")] = Instance(service="web", env="dev", group=Group.NORMAL, namespace="bc-dev",
+                                             pod="alive", uid=PodUid("alive"), ip="10.0.0.2", ready=True)
+    await monitor.start_leading()
+    clock.now += 60
+    assert (await monitor.reconcile()).removed == 0
+    assert PodUid("alive") in catalog.rows
