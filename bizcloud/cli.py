@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -219,11 +220,86 @@ def status(as_json: JsonFlag = False) -> None:
     _print_endpoints(data)
 
 
+# --- daemons and the catalog --------------------------------------------------------------------
+
+@app.command("server")
+def server() -> None:
+    """Run the API server (REST under /api/v1, OpenAPI at /openapi.json, metrics at /metrics)."""
+    from bizcloud.daemons import server_main  # noqa: PLC0415 - keeps FastAPI out of every other command
+
+    _guard(lambda: server_main(get_settings()))
+
+
+@app.command("monitor")
+def monitor() -> None:
+    """Run the k8s-monitor: pods -> instance events -> catalog (one leader among several)."""
+    from bizcloud.daemons import monitor_main  # noqa: PLC0415 - keeps SQLAlchemy out of other commands
+
+    _guard(lambda: monitor_main(get_settings()))
+
+
+def _api_get(path: str, params: dict[str, str] | None = None) -> Any:
+    url = f"{stack.api_url(get_settings())}/api/v1{path}"
+    try:
+        response = httpx.get(url, params=params, timeout=10)
+    except httpx.HTTPError as e:
+        raise BizCloudError(f"the BizCloud API does not answer at {url}",
+                            hint="start it with `make up` or `bizcloud server`") from e
+    if response.status_code == 404:
+        raise BizCloudError(f"not found: {path}", hint="`bizcloud services ls` lists the services")
+    if response.status_code >= 400:
+        raise BizCloudError(f"the API answered {response.status_code} for {path}: {response.text[:200]}")
+    return response.json()
+
+
+services_app = typer.Typer(help="The service catalog.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+
+@services_app.command("ls")
+def services_ls(as_json: JsonFlag = False) -> None:
+    """Every service in the catalog."""
+    data = _guard(lambda: _api_get("/services"))
+    if as_json:
+        _emit_json(data)
+        return
+    table = Table("service", "owner", "description")
+    for svc in data:
+        table.add_row(svc["name"], svc.get("owner", ""), svc.get("description", ""))
+    out.print(table)
+
+
+@app.command("instances")
+def instances(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    env: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
+    group: Annotated[str | None, typer.Option(help="Only this group (normal or gray).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The serving instances of a service, as the catalog has them."""
+    params = {k: v for k, v in (("env", env), ("group", group)) if v}
+    data = _guard(lambda: _api_get(f"/services/{service}/instances", params))
+    if as_json:
+        _emit_json(data)
+        return
+    table = Table("env", "group", "pod", "ip", "ports", "node", "release")
+    for i in data:
+        ports = ",".join(f"{k}={v}" for k, v in sorted(i["ports"].items()))
+        table.add_row(i["env"], i["group"], i["pod"], i["ip"] or "", ports, i["node"] or "",
+                      i["release"] or "")
+    out.print(table)
+
+
 def _print_endpoints(data: dict[str, Any]) -> None:
     cluster = data["cluster"]
     where = f", apiserver {cluster['apiserver']}" if "apiserver" in cluster else ""
     out.print(f"[bold]cluster[/]    {'up' if cluster['up'] else 'down'} ({cluster['mode']}){where}")
     out.print(f"[bold]kubeconfig[/] {data['kubeconfig']}")
+    for name in ("server", "monitor"):
+        if name in data:
+            d = data[name]
+            state = "up" if d["running"] else "down"
+            out.print(f"[bold]{name:<10}[/] {state}, {d['url']}")
     for url in data.get("demo-web", {}).get("urls", []):
         out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
 

@@ -1,1 +1,148 @@
-"""BizCloud's long-running processes, wired from their parts: `bizcloud server` and `bizcloud monitor`."""
+"""BizCloud's long-running processes, wired from their parts: `bizcloud server` and `bizcloud monitor`.
+
+The monitor process: Reflector (list+watch of labelled pods) -> Monitor (pure diff, reconcile)
+-> Dispatcher -> subscribers (the catalog today; gateway and SOA registry later), with a Lease
+deciding which of several monitors dispatches, and Prometheus metrics on its own port. The
+server process: the FastAPI app over the same catalog database. Both log one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from typing import Any
+
+import uvicorn
+from prometheus_client import Gauge, start_http_server
+
+from bizcloud.catalog.db import make_engine, migrate_engine
+from bizcloud.catalog.store import CatalogStore
+from bizcloud.catalog.subscriber import CatalogSubscriber
+from bizcloud.cluster import lifecycle
+from bizcloud.kube import config as kube_config
+from bizcloud.kube.client import KubeClient
+from bizcloud.kube.errors import Conflict, NotFound
+from bizcloud.kube.informer import Reflector
+from bizcloud.kube.lease import LeaderElector
+from bizcloud.monitor.dispatcher import Dispatcher
+from bizcloud.monitor.monitor import Monitor
+from bizcloud.settings import Settings
+from bizcloud.web.app import create_app
+
+log = logging.getLogger("bizcloud.daemons")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                                 "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+# --- monitor -----------------------------------------------------------------------------------
+
+async def _ensure_namespace(client: KubeClient, name: str) -> None:
+    try:
+        await client.get(f"/api/v1/namespaces/{name}")
+    except NotFound:
+        with contextlib.suppress(Conflict):
+            await client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": name}})
+
+
+def _export_reflector(reflector: Reflector) -> None:
+    for attribute, help_text in (("watch_restarts", "Watches restarted (timeouts, errors)."),
+                                 ("expired", "Watches or lists answered 410 Gone."),
+                                 ("errors", "List or watch errors."),
+                                 ("bookmarks", "Watch bookmarks received.")):
+        gauge = Gauge(f"bizcloud_monitor_informer_{attribute}", help_text)
+        gauge.set_function(functools.partial(_counter, reflector, attribute))
+
+
+def _counter(reflector: Reflector, attribute: str) -> float:
+    return float(getattr(reflector, attribute))
+
+
+async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str | None = None,
+                      metrics_port: int | None = None) -> Monitor:
+    """Run one monitor until ``stop``; returns it (tests inspect it)."""
+    engine = make_engine(settings.resolved_database_url())
+    await asyncio.to_thread(migrate_engine, engine)
+    catalog = CatalogSubscriber(CatalogStore(engine))
+    dispatcher = Dispatcher([catalog], journal=catalog)
+    monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s)
+    identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    config = kube_config.load(lifecycle.kubeconfig_path(settings))
+    lease = settings.monitor_lease_duration_s
+    async with KubeClient.from_config(config) as client:
+        await _ensure_namespace(client, settings.monitor_lease_namespace)
+        reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s)
+        if metrics_port is not None:
+            _export_reflector(reflector)
+            start_http_server(metrics_port, addr=settings.server_host)
+        elector = LeaderElector(client, namespace=settings.monitor_lease_namespace,
+                                name=settings.monitor_lease_name, identity=identity, lease_duration=lease,
+                                renew_deadline=lease * 2 / 3, retry_period=lease * 2 / 15)
+        background: set[asyncio.Task[None]] = set()
+
+        async def started() -> None:
+            task = asyncio.create_task(monitor.start_leading())
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        log.info("monitor starting identity=%s lease=%s/%s", identity, settings.monitor_lease_namespace,
+                 settings.monitor_lease_name)
+        await asyncio.gather(
+            reflector.run(stop),
+            elector.run(stop, started, monitor.stop_leading),
+            monitor.resync_forever(settings.monitor_resync_s, stop),
+        )
+        for task in list(background):
+            task.cancel()
+        await dispatcher.stop()
+    engine.dispose()
+    log.info("monitor stopped identity=%s", identity)
+    return monitor
+
+
+def monitor_main(settings: Settings) -> None:
+    """`bizcloud monitor`: run until SIGTERM or SIGINT, then release the Lease and exit."""
+    configure_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_monitor(settings, stop=stop, metrics_port=settings.monitor_metrics_port)
+
+    asyncio.run(main())
+
+
+# --- server ------------------------------------------------------------------------------------
+
+def server_main(settings: Settings) -> None:
+    """`bizcloud server`: the REST API (OpenAPI at /openapi.json, metrics at /metrics)."""
+    configure_logging()
+    app = create_app(database_url=settings.resolved_database_url())
+    # Long-polls of the change stream may be waiting: let them go after 2 s instead of 60.
+    uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=2)

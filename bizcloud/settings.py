@@ -53,12 +53,30 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     sample_image: str = "demo-web:v1"
 
+    # Service management center (catalog) and its API. SQLite in the state directory by default;
+    # PostgreSQL or MySQL by URL (postgresql+psycopg://…, mysql+pymysql://…).
+    database_url: str | None = None
+    server_host: str = "127.0.0.1"
+    server_port: int = 8700
+
+    # k8s-monitor.
+    monitor_metrics_port: int = 8701
+    monitor_resync_s: float = Field(default=30.0, gt=0)
+    monitor_grace_s: float = Field(default=5.0, ge=0)
+    monitor_watch_timeout_s: int = Field(default=300, ge=10)
+    monitor_lease_namespace: str = "bizcloud-system"
+    monitor_lease_name: str = "bizcloud-monitor"
+    monitor_lease_duration_s: float = Field(default=15.0, gt=0)
+
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"
 
     def resolved_state_dir(self) -> Path:
         """The state directory as an absolute path (daemons are started from other cwds)."""
         return self.state_dir.expanduser().resolve()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_state_dir() / 'catalog.db'}"
 
 
 @lru_cache(maxsize=1)

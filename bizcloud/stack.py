@@ -1,15 +1,18 @@
 """BizCloud's main job on its embedded defaults: what `make up` starts, and where to find it.
 
-Today that is the local cluster and the sample service `demo-web` in environment `dev`; each
-later component (API and console, gateway, ZooKeeper, MariaDB) adds itself to `up`, `down` and
-`endpoints`, so `bizcloud status --json` stays the one place scripts look things up.
+Today: the local cluster, the API server and the monitor (as daemons of the state directory,
+like the cluster's own), and the sample service `demo-web` in environment `dev`, whose instances
+the monitor puts into the catalog. Each later component (gateway, ZooKeeper, MariaDB) adds itself
+to `up`, `down` and `endpoints`, so `bizcloud status --json` stays the one place scripts look.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from bizcloud.cluster import images, lifecycle, processes
@@ -62,16 +65,85 @@ def sample_urls(settings: Settings) -> list[str]:
     return urls
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as BIZCLOUD_* variables, so a daemon started from here sees the same ones."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"BIZCLOUD_{name.upper()}"] = str(value)
+    return env
+
+
+def api_url(settings: Settings) -> str:
+    return f"http://{settings.server_host}:{settings.server_port}"
+
+
+def metrics_url(settings: Settings) -> str:
+    return f"http://{settings.server_host}:{settings.monitor_metrics_port}/metrics"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_daemons(settings: Settings, *, step: Step) -> None:
+    """Start the API server and the monitor unless they run; wait until both answer."""
+    lay = lifecycle.layout_of(settings)
+    lay.create()
+    env = settings_env(settings)
+    for name, probe in (("server", f"{api_url(settings)}/healthz"), ("monitor", metrics_url(settings))):
+        running = processes.read_pidfile(lay.pidfile(name))
+        if running is None:
+            setting = "server_port" if name == "server" else "monitor_metrics_port"
+            processes.require_free(getattr(settings, setting), what=f"the {name}", setting=setting)
+            step(f"starting the {name}")
+            running = processes.start(lay, name, [sys.executable, "-m", "bizcloud", name], env=env)
+        processes.wait_until(lambda url=probe: _answers(url),  # type: ignore[misc]
+                             what=f"the {name} did not answer", timeout=60, log=lay.log(name),
+                             pid=running.pid)
+
+
+def stop_daemons(settings: Settings) -> list[str]:
+    lay = lifecycle.layout_of(settings)
+    return [name for name in ("monitor", "server") if processes.stop(lay, name)]
+
+
+def wait_for_sample_in_catalog(settings: Settings, *, timeout: float = 60) -> list[dict[str, Any]]:
+    """The monitor should have put every Ready sample pod into the catalog."""
+    url = f"{api_url(settings)}/api/v1/services/{SAMPLE_SERVICE}/instances"
+    found: list[dict[str, Any]] = []
+
+    def catalogued() -> bool:
+        nonlocal found
+        try:
+            response = httpx.get(url, params={"env": "dev"}, timeout=5)
+        except httpx.HTTPError:
+            return False
+        found = response.json() if response.status_code == 200 else []
+        return bool(found) and len(found) == len(sample_urls(settings))
+
+    lifecycle.wait_for(settings, catalogued, what=f"{SAMPLE_SERVICE}'s instances in the catalog",
+                       timeout=timeout)
+    return found
+
+
 def up(settings: Settings, *, step: Step) -> dict[str, Any]:
     if settings.kubeconfig is None:
         lifecycle.up(settings, mode="real", step=step)
+    start_daemons(settings, step=step)
     deploy_sample(settings, step=step)
+    step(f"waiting for {SAMPLE_SERVICE} in the catalog")
+    wait_for_sample_in_catalog(settings)
     return endpoints(settings)
 
 
 def down(settings: Settings, *, purge: bool = False, step: Step) -> list[str]:
-    """Stop the cluster, then the Docker Engine if (and only if) BizCloud started it."""
-    stopped = lifecycle.down(settings, purge=False, step=step)
+    """Stop the daemons, the cluster, then the Docker Engine if (and only if) BizCloud started it."""
+    stopped = stop_daemons(settings)
+    stopped += lifecycle.down(settings, purge=False, step=step)
     if processes.stop(lifecycle.layout_of(settings), "dockerd"):
         stopped.append("dockerd")
     if purge:
@@ -83,6 +155,14 @@ def endpoints(settings: Settings) -> dict[str, Any]:
     """Every component `make up` started, with its endpoint: the data of `bizcloud status --json`."""
     cluster = _external_status(settings) if settings.kubeconfig else lifecycle.status(settings)
     result: dict[str, Any] = {"cluster": cluster, "kubeconfig": cluster["kubeconfig"]}
+    lay = lifecycle.layout_of(settings)
+    for name, url, extra in (
+            ("server", api_url(settings), {"openapi": f"{api_url(settings)}/openapi.json",
+                                           "metrics": f"{api_url(settings)}/metrics"}),
+            ("monitor", metrics_url(settings), {})):
+        running = processes.read_pidfile(lay.pidfile(name))
+        result[name] = {"running": running is not None, "pid": running.pid if running else None,
+                        "url": url, "log": str(lay.log(name)), **extra}
     if cluster["up"] and cluster["mode"] in ("real", "external"):
         try:
             result["demo-web"] = {"namespace": SAMPLE_NAMESPACE, "urls": sample_urls(settings)}

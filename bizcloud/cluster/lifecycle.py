@@ -27,7 +27,7 @@ import yaml
 from bizcloud.cluster import configs, gobuild, host, images, pki, processes
 from bizcloud.cluster.layout import Layout
 from bizcloud.cluster.versions import COMPONENTS, component_for
-from bizcloud.errors import ClusterError, PrerequisiteError
+from bizcloud.errors import ClusterError
 from bizcloud.kube.kubectl import Kubectl, is_ready
 from bizcloud.settings import ClusterMode, Settings
 
@@ -147,13 +147,8 @@ def _check_ports(settings: Settings, mode: ClusterMode) -> None:
     fields = ["etcd_port", "etcd_peer_port", "apiserver_port", "controller_manager_port", "scheduler_port"]
     fields += ["kubelet_port", "kubelet_healthz_port"] if mode == "real" else ["kwok_port"]
     for field in fields:
-        port = getattr(settings, field)
-        owner = processes.port_owner(port)
-        if owner is not None:
-            what = field.removesuffix("_port").replace("_", " ")
-            raise PrerequisiteError(
-                f"port {port} (for {what}) is already in use by {owner}",
-                hint=f"stop that process, or choose another port with BIZCLOUD_{field.upper()}")
+        processes.require_free(getattr(settings, field), what=field.removesuffix("_port").replace("_", " "),
+                               setting=field)
 
 
 def _start(params: configs.ClusterParams, name: str, argv: list[str], ready: Callable[[], bool],

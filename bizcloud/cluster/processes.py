@@ -127,6 +127,15 @@ def port_owner(port: int) -> str | None:
     return owner
 
 
+def require_free(port: int, *, what: str, setting: str) -> None:
+    """Refuse a busy port in one line that names its owner and the setting that moves it."""
+    owner = port_owner(port)
+    if owner is not None:
+        raise PrerequisiteError(
+            f"port {port} (for {what}) is already in use by {owner}",
+            hint=f"stop that process, or choose another port with BIZCLOUD_{setting.upper()}")
+
+
 def wait_until(check: Callable[[], bool], *, what: str, timeout: float, log: Path | None = None,
                pid: int | None = None) -> None:
     """Poll ``check`` until it holds; fail with the daemon's last log line if it dies or times out."""

@@ -1,0 +1,95 @@
+"""Where the catalog's database comes from: an engine for a URL, and migrations to the newest schema.
+
+The monitor (writing instance events) and the API server (serving reads, writing services) are
+separate processes on one database (``Settings.resolved_database_url()``). On the embedded
+default, a SQLite file in the state directory, that needs WAL (readers never block the writer), a
+busy timeout (writers queue instead of failing) and ``BEGIN IMMEDIATE`` for writing transactions
+(a read-then-write transaction takes the write lock up front, so it cannot fail half way with
+"database is locked"). PostgreSQL or MySQL need none of this and are used by giving their URL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bizcloud.catalog.errors import CatalogUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+WRITE_OPTION = "bizcloud_write"  # execution option: this transaction will write
+
+# Alembic keeps its migration context in a module global: one migration per process at a time.
+# (Processes are kept apart by the database itself: the migration runs in a writing transaction.)
+_migrating = threading.Lock()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; for SQLite, tuned for one writer process among several readers."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions announce that they will write."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 module (it would skip it before SELECTs and DDL); _sqlite_begin
+    # emits it, so reads are repeatable and migrations transactional.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable with WAL except on power loss
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(engine: Engine) -> Config:
+    """Alembic configured from code (no alembic.ini): scripts from the package, this engine."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema; safe to run from several processes at once."""
+    engine = make_engine(url)
+    try:
+        migrate_engine(engine)
+    finally:
+        engine.dispose()
+
+
+def migrate_engine(engine: Engine) -> None:
+    try:
+        with _migrating:
+            command.upgrade(alembic_config(engine), "head")
+    except SQLAlchemyError as e:
+        raise CatalogUnavailable(f"cannot migrate the catalog database: {e}",
+                                 hint="check the database URL and that the database is reachable") from e

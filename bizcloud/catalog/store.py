@@ -1,0 +1,380 @@
+"""The catalog's only door to SQL: monitor events in, services/instances/changes out.
+
+Below it sit the tables (``models.py``) on an engine from ``db.py``; above it the monitor's
+subscriber (``subscriber.py``, which calls ``apply_event`` from a worker thread) and the REST API
+(``api.py``). It is synchronous on purpose: every method is one short transaction, run in a thread
+by async callers. It returns values (frozen dataclasses and the monitor's ``Instance``), never ORM
+rows, so nothing above it can lazy-load outside a transaction, and it raises the catalog's domain
+errors, never SQLAlchemy's.
+
+Converge, don't replay: ``apply_event`` compares the event with what the catalog holds and writes
+(one Change row, one revision) only when the catalog really changes, so at-least-once delivery,
+retries and re-syncs after a relist leave the change stream free of duplicates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bizcloud.catalog import models
+from bizcloud.catalog.db import writer
+from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
+from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
+
+__all__ = ["CatalogStore", "ChangeOut", "EnvironmentOut", "RouteOut", "ServiceOut", "Snapshot", "snapshot_of"]
+
+_PG_CHANGE_LOCK = 0x62697A63  # "bizc": serializes change writers across processes on PostgreSQL
+
+
+@dataclass(frozen=True)
+class ServiceOut:
+    name: str
+    description: str
+    owner: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EnvironmentOut:
+    name: str
+    namespace: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RouteOut:
+    id: int
+    host: str
+    path_prefix: str
+    service: str
+    env: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ChangeOut:
+    """One entry of the change stream: what happened to one instance, at which revision."""
+
+    revision: int
+    type: EventType
+    uid: PodUid
+    service: str
+    env: str
+    group: Group
+    instance: dict[str, Any]  # snapshot (see ``snapshot_of``): after the change; for DOWN, before it
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Instances and the revision they are current at, read together, so a reader can resume from it."""
+
+    revision: int
+    instances: list[Instance]
+
+
+def snapshot_of(instance: Instance) -> dict[str, Any]:
+    """The JSON form of an instance, as stored in a Change row and served by the API."""
+    return {
+        "uid": instance.uid, "service": instance.service, "env": instance.env, "group": instance.group.value,
+        "namespace": instance.namespace, "pod": instance.pod, "ip": instance.ip,
+        "ports": dict(instance.ports), "ready": instance.ready, "node": instance.node,
+        "release": instance.release,
+    }
+
+
+class CatalogStore:
+    """Services, environments, routes, instances and the change stream on one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+        # Revisions must become visible in the order they are handed out, or a reader resuming
+        # after revision N could skip a smaller one committed later. SQLite serializes writers by
+        # itself; this lock does it for the threads of one process, the advisory lock for PostgreSQL.
+        self._change_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def _session(self, *, write: bool = False,
+                 on_conflict: Exception | None = None) -> Iterator[Session]:
+        try:
+            with Session(self._writer if write else self._engine, expire_on_commit=False) as session, \
+                    session.begin():
+                yield session
+        except IntegrityError as e:
+            raise (on_conflict or CatalogUnavailable(f"conflicting concurrent write: {e.orig}",
+                                                     hint="retry")) from e
+        except SQLAlchemyError as e:
+            raise CatalogUnavailable(f"catalog database error: {e}", hint="retry; check the database") from e
+
+    # --- services -------------------------------------------------------------------------------
+
+    def create_service(self, *, name: str, description: str = "", owner: str = "") -> ServiceOut:
+        exists = AlreadyExists(f"service {name!r} already exists")
+        with self._session(write=True, on_conflict=exists) as s:
+            if _service_row(s, name) is not None:
+                raise exists
+            row = models.Service(name=name, description=description, owner=owner)
+            s.add(row)
+            s.flush()
+            return _service_out(row)
+
+    def get_service(self, *, name: str) -> ServiceOut:
+        with self._session() as s:
+            return _service_out(_require_service(s, name))
+
+    def list_services(self) -> list[ServiceOut]:
+        with self._session() as s:
+            return [_service_out(r) for r in s.scalars(select(models.Service).order_by(models.Service.name))]
+
+    def update_service(self, *, name: str, description: str | None = None,
+                       owner: str | None = None) -> ServiceOut:
+        with self._session(write=True) as s:
+            row = _require_service(s, name)
+            if description is not None:
+                row.description = description
+            if owner is not None:
+                row.owner = owner
+            s.flush()
+            return _service_out(row)
+
+    def delete_service(self, *, name: str) -> None:
+        """Refused while instances or routes still point at the service (the monitor re-adds it)."""
+        in_use = InUse(f"service {name!r} still has instances or routes",
+                       hint="scale it to zero and delete its routes first")
+        with self._session(write=True, on_conflict=in_use) as s:
+            row = _require_service(s, name)
+            for table in (models.Instance, models.Route):
+                if s.scalar(select(func.count()).select_from(table).where(table.service == name)):
+                    raise in_use
+            s.delete(row)
+
+    # --- environments and routes ----------------------------------------------------------------
+
+    def create_environment(self, *, name: str, namespace: str | None = None) -> EnvironmentOut:
+        exists = AlreadyExists(f"environment {name!r} already exists")
+        with self._session(write=True, on_conflict=exists) as s:
+            if _env_row(s, name) is not None:
+                raise exists
+            row = models.Environment(name=name, namespace=namespace or f"bc-{name}")
+            s.add(row)
+            s.flush()
+            return _env_out(row)
+
+    def list_environments(self) -> list[EnvironmentOut]:
+        with self._session() as s:
+            stmt = select(models.Environment).order_by(models.Environment.name)
+            return [_env_out(r) for r in s.scalars(stmt)]
+
+    def create_route(self, *, host: str, path_prefix: str, service: str, env: str) -> RouteOut:
+        exists = AlreadyExists(f"route {host}{path_prefix} already exists")
+        with self._session(write=True, on_conflict=exists) as s:
+            _require_service(s, service)
+            if _env_row(s, env) is None:
+                raise NotFound(f"environment {env!r} not found")
+            taken = select(models.Route).where(models.Route.host == host,
+                                               models.Route.path_prefix == path_prefix)
+            if s.scalar(taken) is not None:
+                raise exists
+            row = models.Route(host=host, path_prefix=path_prefix, service=service, env=env)
+            s.add(row)
+            s.flush()
+            return _route_out(row)
+
+    def list_routes(self, *, service: str | None = None) -> list[RouteOut]:
+        with self._session() as s:
+            stmt = select(models.Route).order_by(models.Route.host, models.Route.path_prefix)
+            if service is not None:
+                stmt = stmt.where(models.Route.service == service)
+            return [_route_out(r) for r in s.scalars(stmt)]
+
+    def delete_route(self, *, route_id: int) -> None:
+        with self._session(write=True) as s:
+            row = s.get(models.Route, route_id)
+            if row is None:
+                raise NotFound(f"route {route_id} not found")
+            s.delete(row)
+
+    # --- instances and the change stream ---------------------------------------------------------
+
+    def apply_event(self, *, event: InstanceEvent) -> int | None:
+        """Make the catalog agree with ``event``; the new revision, or None when it already did.
+
+        The Change row says what happened to the catalog, which may differ from the event: an UP
+        for a known, unchanged instance writes nothing; a CHANGED for an unknown one is an UP; an
+        instance that moved to another service, environment or group leaves one (DOWN) and joins
+        the other (UP), so readers that follow one upstream see both sides.
+        """
+        new = event.instance
+        with self._change_lock, self._session(write=True) as s:
+            self._lock_changes(s)
+            row = s.get(models.Instance, new.uid)
+            if event.type is EventType.DOWN:
+                if row is None:
+                    return None
+                s.delete(row)
+                return _record_change(s, EventType.DOWN, _instance_of(row))
+            if row is not None and _instance_of(row) == _comparable(new):
+                return None
+            _ensure_service_and_env(s, new)
+            kind = EventType.UP if row is None else EventType.CHANGED
+            if row is not None and (row.service, row.env, row.group) != (new.service, new.env, new.group):
+                _record_change(s, EventType.DOWN, _instance_of(row))
+                kind = EventType.UP
+            revision = _record_change(s, kind, new)
+            if row is None:
+                row = models.Instance(uid=new.uid)
+                s.add(row)
+            _write_instance(row, new, resource_version=event.resource_version, revision=revision)
+            return revision
+
+    def instances(self, *, service: str | None = None, env: str | None = None,
+                  group: Group | None = None) -> list[Instance]:
+        return self.snapshot(service=service, env=env, group=group).instances
+
+    def snapshot(self, *, service: str | None = None, env: str | None = None,
+                 group: Group | None = None) -> Snapshot:
+        with self._session() as s:
+            stmt = select(models.Instance).order_by(models.Instance.service, models.Instance.env,
+                                                    models.Instance.group, models.Instance.pod)
+            if service is not None:
+                stmt = stmt.where(models.Instance.service == service)
+            if env is not None:
+                stmt = stmt.where(models.Instance.env == env)
+            if group is not None:
+                stmt = stmt.where(models.Instance.group == group.value)
+            rows = [_instance_of(r) for r in s.scalars(stmt)]
+            return Snapshot(revision=_latest(s), instances=rows)
+
+    def all_instances(self) -> dict[PodUid, Instance]:
+        return {i.uid: i for i in self.instances()}
+
+    def changes_since(self, *, revision: int, limit: int = 1000) -> list[ChangeOut]:
+        """Changes with a revision above ``revision``, oldest first, at most ``limit`` of them."""
+        with self._session() as s:
+            stmt = (select(models.Change).where(models.Change.revision > revision)
+                    .order_by(models.Change.revision).limit(limit))
+            return [_change_out(r) for r in s.scalars(stmt)]
+
+    def latest_revision(self) -> int:
+        """The newest committed revision; 0 for an empty stream."""
+        with self._session() as s:
+            return _latest(s)
+
+    # --- journal --------------------------------------------------------------------------------
+
+    def record_journal(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
+                       error: str | None = None) -> None:
+        with self._session(write=True) as s:
+            s.add(models.JournalEntry(
+                uid=event.uid, resource_version=event.resource_version, event_type=event.type.value,
+                service=event.instance.service, env=event.instance.env, subscriber=subscriber,
+                outcome=outcome, attempts=attempts, error=error))
+
+    def journal(self, *, uid: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest journal entries (for one pod uid), newest first."""
+        with self._session() as s:
+            stmt = select(models.JournalEntry).order_by(models.JournalEntry.id.desc()).limit(limit)
+            if uid is not None:
+                stmt = stmt.where(models.JournalEntry.uid == uid)
+            return [{"uid": r.uid, "resource_version": r.resource_version, "event_type": r.event_type,
+                     "subscriber": r.subscriber, "outcome": r.outcome, "attempts": r.attempts,
+                     "error": r.error, "at": r.at} for r in s.scalars(stmt)]
+
+    def _lock_changes(self, session: Session) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CHANGE_LOCK})
+
+
+# --- row <-> value helpers (inside a session) ------------------------------------------------------
+
+def _service_row(s: Session, name: str) -> models.Service | None:
+    return s.scalar(select(models.Service).where(models.Service.name == name))
+
+
+def _require_service(s: Session, name: str) -> models.Service:
+    row = _service_row(s, name)
+    if row is None:
+        raise NotFound(f"service {name!r} not found")
+    return row
+
+
+def _env_row(s: Session, name: str) -> models.Environment | None:
+    return s.scalar(select(models.Environment).where(models.Environment.name == name))
+
+
+def _ensure_service_and_env(s: Session, instance: Instance) -> None:
+    if _service_row(s, instance.service) is None:
+        s.add(models.Service(name=instance.service, description="", owner=""))
+    if _env_row(s, instance.env) is None:
+        s.add(models.Environment(name=instance.env, namespace=instance.namespace))
+    s.flush()
+
+
+def _latest(s: Session) -> int:
+    return s.scalar(select(func.coalesce(func.max(models.Change.revision), 0))) or 0
+
+
+def _record_change(s: Session, kind: EventType, instance: Instance) -> int:
+    row = models.Change(type=kind.value, uid=instance.uid, service=instance.service, env=instance.env,
+                        group=instance.group.value, instance=snapshot_of(instance))
+    s.add(row)
+    s.flush()
+    return row.revision
+
+
+def _comparable(instance: Instance) -> Instance:
+    """The instance as the catalog would store it (``terminating`` is not kept: DOWN covers it)."""
+    return Instance(service=instance.service, env=instance.env, group=Group(instance.group),
+                    namespace=instance.namespace, pod=instance.pod, uid=instance.uid, ip=instance.ip,
+                    ports=dict(instance.ports), ready=instance.ready, node=instance.node,
+                    release=instance.release)
+
+
+def _write_instance(row: models.Instance, new: Instance, *, resource_version: str, revision: int) -> None:
+    row.service, row.env, row.group = new.service, new.env, new.group.value
+    row.namespace, row.pod, row.ip, row.ports = new.namespace, new.pod, new.ip, dict(new.ports)
+    row.node, row.release, row.ready = new.node, new.release, new.ready
+    row.resource_version, row.revision, row.updated_at = resource_version, revision, models.utcnow()
+
+
+def _instance_of(row: models.Instance) -> Instance:
+    return Instance(service=row.service, env=row.env, group=Group(row.group), namespace=row.namespace,
+                    pod=row.pod, uid=PodUid(row.uid), ip=row.ip,
+                    ports={str(k): int(v) for k, v in row.ports.items()}, ready=row.ready, node=row.node,
+                    release=row.release)
+
+
+def _service_out(row: models.Service) -> ServiceOut:
+    return ServiceOut(name=row.name, description=row.description, owner=row.owner,
+                      created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _env_out(row: models.Environment) -> EnvironmentOut:
+    return EnvironmentOut(name=row.name, namespace=row.namespace, created_at=row.created_at)
+
+
+def _route_out(row: models.Route) -> RouteOut:
+    return RouteOut(id=row.id, host=row.host, path_prefix=row.path_prefix, service=row.service,
+                    env=row.env, created_at=row.created_at)
+
+
+def _change_out(row: models.Change) -> ChangeOut:
+    return ChangeOut(revision=row.revision, type=EventType(row.type), uid=PodUid(row.uid),
+                     service=row.service, env=row.env, group=Group(row.group), instance=row.instance,
+                     at=row.at)
+

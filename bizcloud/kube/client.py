@@ -1,0 +1,164 @@
+"""A thin async client for the Kubernetes REST API: raw JSON in, raw JSON out, our exceptions.
+
+Sits between ``KubeConfig`` (who and where) and the code that reads or writes the cluster (the
+informer, leader election, later apply and exec). It adds exactly three things to httpx:
+paginated lists that follow ``continue`` tokens, a watch stream parsed line by line, and the
+translation of HTTP and transport failures into ``bizcloud.kube.errors`` — including a 410 that
+arrives *inside* a 200 watch stream as an ``ERROR`` event, which is how the API server's watch
+cache reports a too-old resourceVersion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from bizcloud.kube.config import KubeConfig
+from bizcloud.kube.errors import KubeApiError, KubeUnavailable
+
+Obj = dict[str, Any]
+Objs = list[Obj]
+Params = Mapping[str, str | int | bool]
+Body = Obj | list[Obj]  # a JSON patch is a list of operations
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class KubeClient:
+    """One AsyncClient (one connection pool) per API server; share it between tasks."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    @classmethod
+    def from_config(cls, config: KubeConfig, **kwargs: Any) -> KubeClient:
+        return cls(config.async_client(**kwargs))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- single requests ---------------------------------------------------------------------------
+
+    async def get(self, path: str, params: Params | None = None) -> Obj:
+        return await self._request("GET", path, params=params)
+
+    async def create(self, path: str, body: Obj) -> Obj:
+        return await self._request("POST", path, json_body=body)
+
+    async def update(self, path: str, body: Obj) -> Obj:
+        """PUT: optimistic concurrency through ``metadata.resourceVersion`` (a stale one is Conflict)."""
+        return await self._request("PUT", path, json_body=body)
+
+    async def patch(self, path: str, body: Body, *, content_type: str = MERGE_PATCH) -> Obj:
+        return await self._request("PATCH", path, json_body=body, content_type=content_type)
+
+    async def delete(self, path: str, params: Params | None = None, body: Obj | None = None) -> Obj:
+        return await self._request("DELETE", path, params=params, json_body=body)
+
+    async def list(self, path: str, *, label_selector: str | None = None, limit: int = 500,
+                   params: Params | None = None) -> tuple[Objs, str]:
+        """All items of a collection and the resourceVersion of that snapshot.
+
+        The first page carries no resourceVersion, so the server does a quorum (consistent)
+        read; the following pages use its ``continue`` token and so come from the same snapshot.
+        A token that expired in between raises ``Gone`` — the caller lists again.
+        """
+        query: dict[str, str | int | bool] = {**(params or {}), "limit": limit}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        items: Objs = []
+        while True:
+            page = await self._request("GET", path, params=query)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return items, str(metadata.get("resourceVersion", ""))
+            query["continue"] = token
+
+    # --- watch -------------------------------------------------------------------------------------
+
+    async def stream_watch(self, path: str, params: Params | None = None, *,
+                           read_timeout: float | None = None) -> AsyncIterator[Obj]:
+        """Watch events (``{"type", "object"}``) as they arrive, until the server ends the stream.
+
+        ``read_timeout`` bounds the silence between two chunks, so a half-open connection ends
+        the watch (as ``KubeUnavailable``) instead of hanging forever. An ``ERROR`` event is
+        raised as the matching ``KubeApiError`` (``Gone`` for 410).
+        """
+        query = {**(params or {}), "watch": "true"}
+        timeout = httpx.Timeout(self.http.timeout.connect or 30.0, read=read_timeout)
+        try:
+            async with self.http.stream("GET", path, params=query, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for_status(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = _parse_event(line, path)
+                    if event.get("type") == "ERROR":
+                        raise KubeApiError.from_status(500, event.get("object"))
+                    yield event
+        except httpx.TransportError as e:
+            raise KubeUnavailable(f"watch {path}: {type(e).__name__}: {e}",
+                                  hint="is the API server up? `bizcloud cluster status`") from e
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, params: Params | None = None,
+                       json_body: Body | None = None, content_type: str | None = None) -> Obj:
+        headers = {"Content-Type": content_type} if content_type else None
+        content = json.dumps(json_body).encode() if json_body is not None else None
+        if content is not None and headers is None:
+            headers = {"Content-Type": "application/json"}
+        try:
+            response = await self.http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as e:
+            raise KubeUnavailable(f"{method} {path}: {type(e).__name__}: {e}",
+                                  hint="is the API server up? `bizcloud cluster status`") from e
+        _raise_for_status(response)
+        try:
+            data = response.json()
+        except ValueError as e:
+            raise KubeUnavailable(f"{method} {path}: the answer is not JSON ({response.text[:80]!r})") from e
+        if not isinstance(data, dict):
+            raise KubeUnavailable(f"{method} {path}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    try:
+        response.raise_for_status()
+    except httpx.HTTPStatusError as e:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = {"message": response.text[:200]}
+        raise KubeApiError.from_status(response.status_code, body) from e
+
+
+def _parse_event(line: str, path: str) -> Obj:
+    try:
+        event = json.loads(line)
+    except ValueError as e:
+        raise KubeUnavailable(f"watch {path}: a line that is not JSON ({line[:80]!r})") from e
+    if not isinstance(event, dict):
+        raise KubeUnavailable(f"watch {path}: an event that is not a JSON object ({line[:80]!r})")
+    return event
+
+
+__all__ = ["JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "KubeClient", "Obj", "Objs"]
