@@ -55,6 +55,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # One line per HTTP call (lease renewals every 2 s) would drown what the monitor decides.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 # --- monitor -----------------------------------------------------------------------------------

@@ -86,10 +86,11 @@ def _has_default_service_account(kubectl: Kubectl, namespace: str) -> bool:
     return kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0
 
 
-def demo_deployment(*, name: str, namespace: str, image: str, replicas: int) -> str:
+def demo_deployment(*, name: str, namespace: str, image: str, replicas: int, service: str | None = None,
+                    group: str = "normal") -> str:
     """A Deployment of the sample app with BizCloud's labels, as kubectl-ready JSON."""
-    labels = {"app": name, "bizcloud.io/service": name, "bizcloud.io/env": "e2e",
-              "bizcloud.io/group": "normal", "bizcloud.io/release": "v1"}
+    labels = {"app": name, "bizcloud.io/service": service or name, "bizcloud.io/env": "e2e",
+              "bizcloud.io/group": group, "bizcloud.io/release": "v1"}
 
     def field(path: str) -> dict[str, Any]:
         return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
