@@ -7,6 +7,7 @@ neither sees nor disturbs what `make up` runs.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,13 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bizcloud import stack
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.store import CatalogStore
-from bizcloud.cluster import processes
+from bizcloud.cluster import lifecycle, processes
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 from bizcloud.settings import Settings
-from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
+from tests.e2e.conftest import cli, demo_deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -210,3 +212,31 @@ def test_two_monitors_one_leader_and_a_takeover(
     wait_for(lambda: len(_catalogued(monitors.store, service)) == 2, timeout=60,
              what="the new leader to dispatch")
     assert processes.alive(first.pid if leader is second else second.pid)
+
+
+def test_the_server_and_monitor_of_make_up_catalogue_the_sample(real_cluster: Settings, tmp_path: Path
+                                                               ) -> None:
+    """What `make up` starts, on ports and a state directory of its own, against the real cluster."""
+    settings = real_cluster.model_copy(update={
+        "state_dir": tmp_path / "state", "kubeconfig": lifecycle.layout_of(real_cluster).admin_kubeconfig,
+        "server_port": free_port(), "monitor_metrics_port": free_port(),
+        "monitor_lease_name": f"e2e-{uuid.uuid4().hex[:6]}"})
+    stack.deploy_sample(real_cluster, step=lambda _: None)
+    try:
+        stack.start_daemons(settings, step=lambda _: None)
+        stack.wait_for_sample_in_catalog(settings, timeout=30)
+        env = stack.settings_env(settings)
+        listed = json.loads(cli("instances", "demo-web", "--env", "dev", "--json", env=env).stdout)
+        assert sorted(f"http://{i['ip']}:8080/" for i in listed) == sorted(stack.sample_urls(real_cluster))
+        assert {i["group"] for i in listed} == {"normal"}
+        services = json.loads(cli("services", "ls", "--json", env=env).stdout)
+        assert "demo-web" in [s["name"] for s in services]
+        openapi = httpx.get(f"{stack.api_url(settings)}/openapi.json", timeout=5).json()
+        assert "/api/v1/services/{name}/instances" in openapi["paths"]
+        metrics = httpx.get(stack.metrics_url(settings), timeout=5).text
+        assert "bizcloud_monitor_delivery_latency_seconds_bucket" in metrics
+        missing = cli("instances", "no-such-service", env=env, check=False)
+        assert missing.returncode == 1
+        assert "not found" in missing.stderr
+    finally:
+        assert set(stack.stop_daemons(settings)) == {"server", "monitor"}
