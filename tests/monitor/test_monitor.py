@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bizcloud.monitor.dispatcher import Backoff, Dispatcher
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
@@ -130,3 +131,16 @@ async def test_nothing_is_reconciled_before_the_first_list(parts: Any) -> None:
     clock.now += 60
     assert (await monitor.reconcile()).removed == 0
     assert PodUid("alive") in catalog.rows
+
+
+async def test_bad_pods_are_skipped_and_counted_with_their_reason(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    name = "bizcloud_monitor_skipped_pods_total"
+    before = REGISTRY.get_sample_value(name, {"reason": "bad_group"}) or 0.0
+    bad = serving("x", labels={"bizcloud.io/service": "web", "bizcloud.io/group": "canary"})
+    await monitor.on_sync([bad, serving("a")], "10")
+    await monitor.on_event("MODIFIED", bad)
+    await dispatcher.drain(timeout=2)
+    assert REGISTRY.get_sample_value(name, {"reason": "bad_group"}) == before + 2
+    assert set(catalog.rows) == {"a"}
