@@ -7,19 +7,22 @@ module works in its own namespace, so the tests never touch what a developer dep
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from bizcloud import stack
 from bizcloud.cluster import images, lifecycle
+from bizcloud.kube.client import KubeClient
+from bizcloud.kube.config import load_kubeconfig
 from bizcloud.kube.kubectl import Kubectl, is_ready
 from bizcloud.settings import Settings
 
@@ -40,6 +43,26 @@ def cli(*args: str, env: dict[str, str] | None = None, check: bool = True
     """Run the `bizcloud` command as a user would (same interpreter, so no PATH assumptions)."""
     return subprocess.run([sys.executable, "-m", "bizcloud", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600, check=check)
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """``wait_for`` for async tests: ``check`` may return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+async def kube(real_cluster: Settings) -> AsyncIterator[KubeClient]:
+    """The async Kubernetes client on the real cluster."""
+    async with KubeClient.from_config(load_kubeconfig(lifecycle.kubeconfig_path(real_cluster))) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -18,42 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from bizcloud.cluster import lifecycle
 from bizcloud.kube.client import KubeClient, Obj, Objs
-from bizcloud.kube.config import load_kubeconfig
 from bizcloud.kube.errors import Gone, NotFound
 from bizcloud.kube.informer import SERVICE_LABEL, Reflector
 from bizcloud.settings import Settings
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
 
 EVENT_FRESH_SECONDS = 75  # the watch cache keeps at least this much history
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-@pytest.fixture
-async def kube(real_cluster: Settings) -> AsyncIterator[KubeClient]:
-    async with KubeClient.from_config(load_kubeconfig(lifecycle.kubeconfig_path(real_cluster))) as client:
-        yield client
 
 
 @pytest.fixture

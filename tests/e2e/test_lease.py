@@ -12,37 +12,16 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
-from bizcloud.cluster import lifecycle
 from bizcloud.kube.client import KubeClient
-from bizcloud.kube.config import load_kubeconfig
 from bizcloud.kube.errors import Conflict, NotFound
 from bizcloud.kube.lease import JITTER_FACTOR, LeaderElector
-from bizcloud.settings import Settings
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-@pytest.fixture
-async def kube(real_cluster: Settings) -> AsyncIterator[KubeClient]:
-    async with KubeClient.from_config(load_kubeconfig(lifecycle.kubeconfig_path(real_cluster))) as client:
-        yield client
 
 
 @pytest.fixture
