@@ -70,8 +70,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {}
     for name, value in settings.model_dump().items():
         if isinstance(value, Path):  # daemons run from the state directory: no relative paths
-            value = value.expanduser().resolve()
-        if value is not None:
+            env[f"BIZCLOUD_{name.upper()}"] = str(value.expanduser().resolve())
+        elif value is not None:
             env[f"BIZCLOUD_{name.upper()}"] = str(value)
     return env
 

@@ -15,7 +15,7 @@ retries and re-syncs after a relist leave the change stream free of duplicates.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -212,35 +212,66 @@ class CatalogStore:
     # --- instances and the change stream ---------------------------------------------------------
 
     def apply_event(self, *, event: InstanceEvent) -> int | None:
-        """Make the catalog agree with ``event``; the new revision, or None when it already did.
+        """Make the catalog agree with ``event``; the new revision, or None when it already did."""
+        return self.apply_events(events=[event])[0]
+
+    def apply_events(self, *, events: Sequence[InstanceEvent]) -> list[int | None]:
+        """Apply ``events`` in order, in one transaction; per event, its revision or None.
 
         The Change row says what happened to the catalog, which may differ from the event: an UP
         for a known, unchanged instance writes nothing; a CHANGED for an unknown one is an UP; an
         instance that moved to another service, environment or group leaves one (DOWN) and joins
-        the other (UP), so readers that follow one upstream see both sides.
+        the other (UP), so readers that follow one upstream see both sides. One transaction for
+        many events is what lets the monitor keep up with thousands of pods: the rows are read
+        in a few queries and written in one flush, instead of several round trips per event.
         """
-        new = event.instance
+        if not events:
+            return []
         with self._change_lock, self._session(write=True) as s:
             self._lock_changes(s)
-            row = s.get(models.Instance, new.uid)
-            if event.type is EventType.DOWN:
+            rows = _rows_by_uid(s, {e.instance.uid for e in events})
+            services = _existing(s, models.Service.name, {e.instance.service for e in events})
+            envs = _existing(s, models.Environment.name, {e.instance.env for e in events})
+            outcome: list[models.Change | None] = []
+            written: list[tuple[models.Instance, models.Change]] = []
+            for event in events:
+                new = event.instance
+                row = rows.get(new.uid)
+                if event.type is EventType.DOWN:
+                    if row is not None:
+                        s.delete(row)
+                        del rows[new.uid]
+                    outcome.append(None if row is None else _add_change(s, EventType.DOWN, _instance_of(row)))
+                    continue
+                if row is not None and _instance_of(row) == _comparable(new):
+                    outcome.append(None)
+                    continue
+                if new.service not in services or new.env not in envs:
+                    # Rare (a service or environment seen for the first time); flushed at once so
+                    # the instance rows' foreign keys find them.
+                    if new.service not in services:
+                        s.add(models.Service(name=new.service, description="", owner=""))
+                        services.add(new.service)
+                    if new.env not in envs:
+                        s.add(models.Environment(name=new.env, namespace=new.namespace))
+                        envs.add(new.env)
+                    s.flush()
+                kind = EventType.UP if row is None else EventType.CHANGED
+                if row is not None and (row.service, row.env, row.group) != (new.service, new.env,
+                                                                             new.group):
+                    _add_change(s, EventType.DOWN, _instance_of(row))
+                    kind = EventType.UP
+                change = _add_change(s, kind, new)
                 if row is None:
-                    return None
-                s.delete(row)
-                return _record_change(s, EventType.DOWN, _instance_of(row))
-            if row is not None and _instance_of(row) == _comparable(new):
-                return None
-            _ensure_service_and_env(s, new)
-            kind = EventType.UP if row is None else EventType.CHANGED
-            if row is not None and (row.service, row.env, row.group) != (new.service, new.env, new.group):
-                _record_change(s, EventType.DOWN, _instance_of(row))
-                kind = EventType.UP
-            revision = _record_change(s, kind, new)
-            if row is None:
-                row = models.Instance(uid=new.uid)
-                s.add(row)
-            _write_instance(row, new, resource_version=event.resource_version, revision=revision)
-            return revision
+                    row = rows[new.uid] = models.Instance(uid=new.uid)
+                    s.add(row)
+                _write_instance(row, new, resource_version=event.resource_version, revision=0)
+                written.append((row, change))
+                outcome.append(change)
+            s.flush()  # hands out the revisions, in the order the changes were added
+            for row, change in written:
+                row.revision = change.revision
+            return [None if change is None else change.revision for change in outcome]
 
     def instances(self, *, service: str | None = None, env: str | None = None,
                   group: Group | None = None) -> list[Instance]:
@@ -279,11 +310,17 @@ class CatalogStore:
 
     def record_journal(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
                        error: str | None = None) -> None:
+        self.record_journal_many(events=[event], subscriber=subscriber, outcome=outcome, attempts=attempts,
+                                 error=error)
+
+    def record_journal_many(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
+                            attempts: int, error: str | None = None) -> None:
+        """One journal row per event, one transaction for all of them."""
         with self._session(write=True) as s:
-            s.add(models.JournalEntry(
+            s.add_all([models.JournalEntry(
                 uid=event.uid, resource_version=event.resource_version, event_type=event.type.value,
                 service=event.instance.service, env=event.instance.env, subscriber=subscriber,
-                outcome=outcome, attempts=attempts, error=error))
+                outcome=outcome, attempts=attempts, error=error) for event in events])
 
     def journal(self, *, uid: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest journal entries (for one pod uid), newest first."""
@@ -317,24 +354,33 @@ def _env_row(s: Session, name: str) -> models.Environment | None:
     return s.scalar(select(models.Environment).where(models.Environment.name == name))
 
 
-def _ensure_service_and_env(s: Session, instance: Instance) -> None:
-    if _service_row(s, instance.service) is None:
-        s.add(models.Service(name=instance.service, description="", owner=""))
-    if _env_row(s, instance.env) is None:
-        s.add(models.Environment(name=instance.env, namespace=instance.namespace))
-    s.flush()
-
-
 def _latest(s: Session) -> int:
     return s.scalar(select(func.coalesce(func.max(models.Change.revision), 0))) or 0
 
 
-def _record_change(s: Session, kind: EventType, instance: Instance) -> int:
+def _add_change(s: Session, kind: EventType, instance: Instance) -> models.Change:
+    """A Change row; its revision is handed out at the next flush."""
     row = models.Change(type=kind.value, uid=instance.uid, service=instance.service, env=instance.env,
                         group=instance.group.value, instance=snapshot_of(instance))
     s.add(row)
-    s.flush()
-    return row.revision
+    return row
+
+
+_IN_CHUNK = 500  # bound parameters per IN (...) query
+
+
+def _rows_by_uid(s: Session, uids: set[str]) -> dict[str, models.Instance]:
+    ordered = sorted(uids)
+    rows: dict[str, models.Instance] = {}
+    for i in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[i:i + _IN_CHUNK]
+        rows.update((row.uid, row) for row in s.scalars(select(models.Instance)
+                                                         .where(models.Instance.uid.in_(chunk))))
+    return rows
+
+
+def _existing(s: Session, column: Any, names: set[str]) -> set[str]:
+    return set(s.scalars(select(column).where(column.in_(sorted(names)))))
 
 
 def _comparable(instance: Instance) -> Instance:

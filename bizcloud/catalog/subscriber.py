@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Histogram
 
@@ -45,6 +46,25 @@ class CatalogSubscriber:
         CHANGES.labels(type=event.type.value).inc()
         self.last_revision = revision
         self.last_committed_at = time.time()
+
+    async def handle_batch(self, events: Sequence[InstanceEvent]) -> None:
+        """Apply many events in one transaction (the dispatcher's batch lane uses this)."""
+        started = time.perf_counter()
+        revisions = await asyncio.to_thread(self._store.apply_events, events=list(events))
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        for event, revision in zip(events, revisions, strict=True):
+            if revision is None:
+                NOOPS.inc()
+            else:
+                CHANGES.labels(type=event.type.value).inc()
+                self.last_revision = revision
+        if any(r is not None for r in revisions):
+            self.last_committed_at = time.time()
+
+    async def record_batch(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
+                           attempts: int, error: str | None = None) -> None:
+        await asyncio.to_thread(self._store.record_journal_many, events=list(events), subscriber=subscriber,
+                                outcome=outcome, attempts=attempts, error=error)
 
     async def instances(self) -> dict[PodUid, Instance]:
         return await asyncio.to_thread(self._store.all_instances)

@@ -1,27 +1,35 @@
 """Delivers instance events to subscribers: in order per pod, in parallel across pods.
 
-One queue and one worker per (subscriber, pod uid), as kopf does per object: a pod's events
-reach a subscriber in the order they happened, different pods proceed in parallel, and a slow or
-failing subscriber only delays its own queues. Delivery is at-least-once: a failed event is
-retried with capped exponential backoff until it succeeds (subscribers are idempotent), and each
-attempt's outcome is journaled. Workers exit when their queue drains.
+Two kinds of lanes, one per subscriber, so a slow or failing subscriber only delays itself:
+
+- a plain `Subscriber` gets one queue and one worker per pod uid, as kopf does per object: a
+  pod's events arrive in the order they happened, different pods proceed in parallel;
+- a `BatchSubscriber` (the catalog) gets one FIFO and one worker that hands it everything
+  queued at once (up to ``max_batch``), in arrival order — which keeps each pod's order — so a
+  database writes thousands of events in one transaction instead of one each.
+
+Delivery is at-least-once: a failed event (or batch) is retried with capped exponential backoff
+until it succeeds (subscribers are idempotent), and each attempt's outcome is journaled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bizcloud.monitor import metrics
 from bizcloud.monitor.model import InstanceEvent, PodUid
-from bizcloud.monitor.protocols import Journal, Subscriber
+from bizcloud.monitor.protocols import BatchJournal, BatchSubscriber, Journal, Subscriber
 
 log = logging.getLogger("bizcloud.monitor.dispatcher")
+
+MAX_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -38,29 +46,35 @@ class Backoff:
 
 @dataclass
 class _Lane:
-    """One subscriber's queues and workers."""
+    """One subscriber's pending events and workers."""
 
-    subscriber: Subscriber
-    queues: dict[PodUid, asyncio.Queue[InstanceEvent]] = field(default_factory=dict)
-    workers: dict[PodUid, asyncio.Task[None]] = field(default_factory=dict)
+    subscriber: Subscriber | BatchSubscriber
+    batched: bool
+    queues: dict[PodUid, collections.deque[InstanceEvent]] = field(default_factory=dict)
+    fifo: collections.deque[InstanceEvent] = field(default_factory=collections.deque)
+    pending: collections.Counter[PodUid] = field(default_factory=collections.Counter)
+    workers: dict[PodUid | None, asyncio.Task[None]] = field(default_factory=dict)
 
     def depth(self) -> int:
-        return sum(q.qsize() for q in self.queues.values()) + len(self.workers)
+        return sum(self.pending.values())
 
 
 class Dispatcher:
     """Fan events out to subscribers registered by name."""
 
-    def __init__(self, subscribers: Sequence[Subscriber], *, journal: Journal | None = None,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(self, subscribers: Sequence[Subscriber | BatchSubscriber], *,
+                 journal: Journal | None = None, backoff: Backoff | None = None,
+                 max_batch: int = MAX_BATCH) -> None:
         names = [s.name for s in subscribers]
         if len(set(names)) != len(names):
             raise ValueError(f"subscriber names must be unique: {names}")
-        self._lanes = {s.name: _Lane(s) for s in subscribers}
+        self._lanes = {s.name: _Lane(s, batched=hasattr(s, "handle_batch")) for s in subscribers}
         self._journal = journal
         self._backoff = backoff or Backoff()
+        self._max_batch = max_batch
         self._idle = asyncio.Event()
         self._idle.set()
+        self._finished: dict[PodUid, float] = {}
 
     @property
     def subscribers(self) -> list[str]:
@@ -71,17 +85,26 @@ class Dispatcher:
 
     def busy(self, uid: PodUid) -> bool:
         """Whether an event of this pod is still queued or being delivered to some subscriber."""
-        return any(uid in lane.workers for lane in self._lanes.values())
+        return any(lane.pending[uid] for lane in self._lanes.values())
+
+    def finished_at(self, uid: PodUid) -> float:
+        """When (time.monotonic) the last delivery of this pod's events completed; 0 if never."""
+        return self._finished.get(uid, 0.0)
 
     def submit(self, event: InstanceEvent) -> None:
         """Queue ``event`` for every subscriber; never blocks."""
         metrics.EVENTS.labels(event.type.value).inc()
         for lane in self._lanes.values():
-            queue = lane.queues.setdefault(event.uid, asyncio.Queue())
-            queue.put_nowait(event)
-            if event.uid not in lane.workers:
-                lane.workers[event.uid] = asyncio.create_task(self._work(lane, event.uid),
-                                                              name=f"{lane.subscriber.name}:{event.uid}")
+            lane.pending[event.uid] += 1
+            if lane.batched:
+                lane.fifo.append(event)
+                key: PodUid | None = None
+            else:
+                lane.queues.setdefault(event.uid, collections.deque()).append(event)
+                key = event.uid
+            if key not in lane.workers:
+                work = self._work_batches(lane) if lane.batched else self._work_pod(lane, event.uid)
+                lane.workers[key] = asyncio.create_task(work, name=f"{lane.subscriber.name}:{key or 'batch'}")
             metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth())
         self._idle.clear()
 
@@ -99,53 +122,96 @@ class Dispatcher:
                 await task
         for lane in self._lanes.values():
             lane.queues.clear()
+            lane.fifo.clear()
+            lane.pending.clear()
             lane.workers.clear()
             metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(0)
         self._idle.set()
 
-    async def _work(self, lane: _Lane, uid: PodUid) -> None:
-        queue = lane.queues[uid]
-        try:
-            while not queue.empty():
-                event = queue.get_nowait()
-                await self._deliver(lane.subscriber, event)
-                metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth() - 1)
-        finally:
-            if lane.queues.get(uid) is queue and queue.empty():
-                del lane.queues[uid]
-            lane.workers.pop(uid, None)
-            metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth())
-            if not any(lane.workers for lane in self._lanes.values()):
-                self._idle.set()
+    # --- workers -------------------------------------------------------------------------------
 
-    async def _deliver(self, subscriber: Subscriber, event: InstanceEvent) -> None:
+    async def _work_pod(self, lane: _Lane, uid: PodUid) -> None:
+        queue = lane.queues[uid]
+        subscriber = lane.subscriber
+        assert not lane.batched and hasattr(subscriber, "handle")
+        try:
+            while queue:
+                event = queue[0]
+                await self._deliver(lane, [event], lambda e=event: subscriber.handle(e))  # type: ignore[misc]
+                queue.popleft()
+                self._delivered(lane, [event])
+        finally:
+            if lane.queues.get(uid) is queue and not queue:
+                del lane.queues[uid]
+            self._retire(lane, uid)
+
+    async def _work_batches(self, lane: _Lane) -> None:
+        subscriber = lane.subscriber
+        assert lane.batched and hasattr(subscriber, "handle_batch")
+        try:
+            while lane.fifo:
+                batch = [lane.fifo.popleft() for _ in range(min(self._max_batch, len(lane.fifo)))]
+                await self._deliver(lane, batch, lambda b=batch: subscriber.handle_batch(b))  # type: ignore[misc]
+                self._delivered(lane, batch)
+        finally:
+            self._retire(lane, None)
+
+    def _delivered(self, lane: _Lane, events: list[InstanceEvent]) -> None:
+        now, wall = time.monotonic(), time.time()
+        for event in events:
+            lane.pending[event.uid] -= 1
+            if lane.pending[event.uid] <= 0:
+                del lane.pending[event.uid]
+            self._finished[event.uid] = now
+            if event.observed_at:
+                metrics.LATENCY.labels(lane.subscriber.name).observe(max(0.0, wall - event.observed_at))
+        metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth())
+
+    def _retire(self, lane: _Lane, key: PodUid | None) -> None:
+        lane.workers.pop(key, None)
+        metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth())
+        if not any(lane.workers for lane in self._lanes.values()):
+            self._idle.set()
+            # Forget completion times of pods with nothing pending, but keep recent ones for
+            # the reconciler (it compares them with when it read the catalog).
+            horizon = time.monotonic() - 600
+            self._finished = {u: t for u, t in self._finished.items() if t > horizon}
+
+    async def _deliver(self, lane: _Lane, events: list[InstanceEvent],
+                       call: Callable[[], Awaitable[None]]) -> None:
+        name = lane.subscriber.name
         attempt = 0
         while True:
             attempt += 1
             try:
-                await subscriber.handle(event)
+                await call()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a subscriber's failure is retried, never propagated
-                metrics.DELIVERIES.labels(subscriber.name, "retry").inc()
+                metrics.DELIVERIES.labels(name, "retry").inc(len(events))
                 delay = self._backoff.delay(attempt)
-                log.warning("delivery failed subscriber=%s uid=%s type=%s attempt=%d retry_in=%.2fs error=%r",
-                            subscriber.name, event.uid, event.type.value, attempt, delay, e)
-                await self._record(event, subscriber.name, "retry", attempt, repr(e))
+                log.warning("delivery failed subscriber=%s events=%d first_uid=%s attempt=%d retry_in=%.2fs "
+                            "error=%r", name, len(events), events[0].uid, attempt, delay, e)
+                await self._record(events, name, "retry", attempt, repr(e))
                 await asyncio.sleep(delay)
                 continue
-            metrics.DELIVERIES.labels(subscriber.name, "ok").inc()
-            if event.observed_at:
-                metrics.LATENCY.labels(subscriber.name).observe(max(0.0, time.time() - event.observed_at))
-            await self._record(event, subscriber.name, "ok", attempt, None)
+            metrics.DELIVERIES.labels(name, "ok").inc(len(events))
+            await self._record(events, name, "ok", attempt, None)
             return
 
-    async def _record(self, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
+    async def _record(self, events: list[InstanceEvent], subscriber: str, outcome: str, attempts: int,
                       error: str | None) -> None:
-        if self._journal is None:
+        journal = self._journal
+        if journal is None:
             return
         try:
-            await self._journal.record(event=event, subscriber=subscriber, outcome=outcome,
-                                       attempts=attempts, error=error)
+            if len(events) > 1 and hasattr(journal, "record_batch"):
+                batch_journal: BatchJournal = journal  # type: ignore[assignment]
+                await batch_journal.record_batch(events=events, subscriber=subscriber, outcome=outcome,
+                                                 attempts=attempts, error=error)
+            else:
+                for event in events:
+                    await journal.record(event=event, subscriber=subscriber, outcome=outcome,
+                                         attempts=attempts, error=error)
         except Exception as e:  # the journal is a record, not a gate: delivery goes on
-            log.warning("journal write failed subscriber=%s uid=%s error=%r", subscriber, event.uid, e)
+            log.warning("journal write failed subscriber=%s events=%d error=%r", subscriber, len(events), e)

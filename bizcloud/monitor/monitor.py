@@ -128,18 +128,24 @@ class Monitor:
         if not (self._synced and self._leading and self._catalog is not None):
             return Repairs()
         async with self._reconcile_lock:
+            read_at = time.monotonic()
             catalog = await self._catalog.instances()
             now = self._clock()
             live = {i.uid: i for i in self.live()}
             added = removed = 0
+
+            def settling(uid: PodUid) -> bool:
+                """In flight, or delivered after the catalog was read: the read is stale for it."""
+                return self._dispatcher.busy(uid) or self._dispatcher.finished_at(uid) >= read_at
+
             for uid, instance in live.items():
                 row = catalog.get(uid)
-                if self._dispatcher.busy(uid) or (row is not None and same_for_subscribers(row, instance)):
-                    continue  # in flight, or already right
+                if settling(uid) or (row is not None and same_for_subscribers(row, instance)):
+                    continue
                 self._dispatcher.submit(InstanceEvent(type=EventType.UP, instance=instance, observed_at=now))
                 added += 1
             for uid, row in catalog.items():
-                if uid in live or self._dispatcher.busy(uid):
+                if uid in live or settling(uid):
                     continue
                 dead = uid in self._tombstones
                 first = self._dirty_since.setdefault(uid, now)

@@ -7,7 +7,7 @@ process that runs the monitor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
@@ -25,6 +25,18 @@ class Subscriber(Protocol):
     async def handle(self, event: InstanceEvent) -> None: ...
 
 
+class BatchSubscriber(Protocol):
+    """A subscriber that takes many events at once, in arrival order (each pod's order kept).
+
+    For stores where one write per event would be the bottleneck; the same idempotency and
+    retry rules as ``Subscriber`` apply to the whole batch.
+    """
+
+    name: str
+
+    async def handle_batch(self, events: Sequence[InstanceEvent]) -> None: ...
+
+
 class CatalogView(Protocol):
     """What the reconciler compares the cluster with: the instances the catalog believes in."""
 
@@ -36,6 +48,13 @@ class Journal(Protocol):
 
     async def record(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
                      error: str | None = None) -> None: ...
+
+
+class BatchJournal(Journal, Protocol):
+    """A journal that can record one outcome for many events in one write."""
+
+    async def record_batch(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
+                           attempts: int, error: str | None = None) -> None: ...
 
 
 class InstanceSource(Protocol):

@@ -102,3 +102,42 @@ async def test_stop_cancels_pending_work() -> None:
     await d.stop()
     assert d.depth("a") == 0
     await d.drain(timeout=1)
+
+
+class BatchRecorder:
+    def __init__(self, name: str, *, fail_first: int = 0) -> None:
+        self.name = name
+        self.fail_first = fail_first
+        self.calls = 0
+        self.batches: list[list[tuple[str, str]]] = []
+
+    async def handle_batch(self, events: list[InstanceEvent]) -> None:
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        if self.calls <= self.fail_first:
+            raise RuntimeError("database is down")
+        self.batches.append([(e.uid, e.resource_version) for e in events])
+
+
+async def test_a_batch_subscriber_gets_everything_queued_at_once_in_order() -> None:
+    batch = BatchRecorder("catalog")
+    d = Dispatcher([batch], backoff=FAST)
+    for rv in range(3):
+        for uid in ("p1", "p2"):
+            d.submit(event(uid, rv=str(rv)))
+    assert d.busy(PodUid("p1"))
+    await d.drain(timeout=5)
+    delivered = [item for b in batch.batches for item in b]
+    assert [rv for uid, rv in delivered if uid == "p1"] == ["0", "1", "2"]
+    assert len(batch.batches) <= 2  # the first event starts a batch; the rest follow together
+    assert not d.busy(PodUid("p1"))
+    assert d.finished_at(PodUid("p1")) > 0
+
+
+async def test_a_failed_batch_is_retried_whole_and_journaled_once_per_attempt() -> None:
+    batch, journal = BatchRecorder("catalog", fail_first=2), MemoryJournal()
+    d = Dispatcher([batch], journal=journal, backoff=FAST)
+    d.submit(event("p1"))
+    await d.drain(timeout=5)
+    assert batch.batches == [[("p1", "1")]]
+    assert [(r[2], r[3]) for r in journal.rows] == [("retry", 1), ("retry", 2), ("ok", 3)]
