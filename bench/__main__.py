@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import build_time, cluster_up, pod_startup
+from bench import build_time, cluster_up, monitor_throughput, pod_startup
 from bench.common import RESULTS, bench_settings, percentile, summary
 from bizcloud.cluster import lifecycle
 from bizcloud.settings import get_settings
@@ -33,6 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--skip-cold", action="store_true", help="skip the cold Go build (many minutes)")
     parser.add_argument("--pods", type=int, default=50)
+    parser.add_argument("--monitor-pods", type=int, default=10000,
+                        help="pods of the monitor benchmark in kwok mode (0 skips it; ~10 min at 10,000)")
     args = parser.parse_args()
     console = Console()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -56,9 +58,17 @@ def main() -> None:
         finally:
             lifecycle.down(settings, purge=True)
 
+    if args.monitor_pods:
+        with tempfile.TemporaryDirectory(prefix="bizbench-") as scratch:
+            console.print(f"[bold]monitor throughput[/], {args.monitor_pods} pods in kwok mode…")
+            results["monitor"] = monitor_throughput.run(bench_settings(Path(scratch) / "state"),
+                                                        pods=args.monitor_pods, log=console.print)
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(console, results)
+    if "monitor" in results:
+        monitor_throughput.print_table(console, results["monitor"])
 
 
 def _print(console: Console, r: dict[str, Any]) -> None:
