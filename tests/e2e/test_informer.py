@@ -264,27 +264,3 @@ async def test_a_failing_handler_is_logged_and_answered_with_a_relist(
     assert reflector.errors == 1
     assert recorder.syncs == [[], ["web-1"]], "the relist hands over the state the failed event carried"
     assert any("handler failed" in r.message and r.exc_info for r in caplog.records)
-
-
-@pytest.mark.parametrize("streaming", [True, False], ids=["streaming-list", "paginated-list"])
-async def test_both_ways_of_listing_give_the_same_complete_state(kube: KubeClient, ns: str, streaming: bool
-                                                                  ) -> None:
-    """The streaming list (WatchList) and the paginated list (servers without it) agree."""
-    pods = f"/api/v1/namespaces/{ns}/pods"
-    for i in range(7):
-        await kube.create(pods, pod(f"web-{i}", ns, service="demo-web"))
-    await kube.create(pods, pod("other", ns, service=None))
-    recorder = Recorder(ns)
-    reflector = Reflector(kube, recorder, streaming_list=streaming, page_size=3)
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
-        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
-        await kube.create(pods, pod("web-late", ns, service="demo-web"))
-        await eventually(lambda: "web-late" in recorder.known.values(), timeout=10, what="the watch after it")
-    finally:
-        stop.set()
-        await task
-    assert recorder.syncs == [sorted(f"web-{i}" for i in range(7))]
-    assert reflector.streaming_list is streaming
-    assert reflector.errors == 0
