@@ -21,7 +21,7 @@ from rich.table import Table
 
 from bench import build_time, cluster_up, monitor_throughput, pod_startup
 from bench.common import RESULTS, bench_settings, percentile, summary
-from bizcloud.cluster import lifecycle
+from bizcloud import stack
 from bizcloud.settings import get_settings
 
 SLO_P99_S = 5.0
@@ -56,7 +56,7 @@ def main() -> None:
                     "ready": summary(startup["ready_s"]),
                     "p99_vs_slo": percentile(startup["started_s"], 99) / SLO_P99_S}
         finally:
-            lifecycle.down(settings, purge=True)
+            stack.down(settings, purge=True, step=lambda _: None)  # the dockerd it started, too
 
     if args.monitor_pods:
         with tempfile.TemporaryDirectory(prefix="bizbench-") as scratch:
