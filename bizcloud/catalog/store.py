@@ -15,13 +15,13 @@ retries and re-syncs after a relist leave the change stream free of duplicates.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -229,49 +229,40 @@ class CatalogStore:
             return []
         with self._change_lock, self._session(write=True) as s:
             self._lock_changes(s)
-            rows = _rows_by_uid(s, {e.instance.uid for e in events})
-            services = _existing(s, models.Service.name, {e.instance.service for e in events})
-            envs = _existing(s, models.Environment.name, {e.instance.env for e in events})
-            outcome: list[models.Change | None] = []
-            written: list[tuple[models.Instance, models.Change]] = []
-            for event in events:
-                new = event.instance
-                row = rows.get(new.uid)
-                if event.type is EventType.DOWN:
-                    if row is not None:
-                        s.delete(row)
-                        del rows[new.uid]
-                    outcome.append(None if row is None else _add_change(s, EventType.DOWN, _instance_of(row)))
-                    continue
-                if row is not None and _instance_of(row) == _comparable(new):
-                    outcome.append(None)
-                    continue
-                if new.service not in services or new.env not in envs:
-                    # Rare (a service or environment seen for the first time); flushed at once so
-                    # the instance rows' foreign keys find them.
-                    if new.service not in services:
-                        s.add(models.Service(name=new.service, description="", owner=""))
-                        services.add(new.service)
-                    if new.env not in envs:
-                        s.add(models.Environment(name=new.env, namespace=new.namespace))
-                        envs.add(new.env)
-                    s.flush()
-                kind = EventType.UP if row is None else EventType.CHANGED
-                if row is not None and (row.service, row.env, row.group) != (new.service, new.env,
-                                                                             new.group):
-                    _add_change(s, EventType.DOWN, _instance_of(row))
-                    kind = EventType.UP
-                change = _add_change(s, kind, new)
-                if row is None:
-                    row = rows[new.uid] = models.Instance(uid=new.uid)
-                    s.add(row)
-                _write_instance(row, new, resource_version=event.resource_version, revision=0)
-                written.append((row, change))
-                outcome.append(change)
-            s.flush()  # hands out the revisions, in the order the changes were added
-            for row, change in written:
-                row.revision = change.revision
-            return [None if change is None else change.revision for change in outcome]
+            stored = {PodUid(uid): _instance_of(row)
+                      for uid, row in _rows_by_uid(s, {e.instance.uid for e in events}).items()}
+            plan = _plan(events, stored)
+            self._ensure_services_and_envs(s, plan.final.values())
+            revisions = _insert_changes(s, plan.changes)
+            last_revision = {plan.changes[i][1].uid: revisions[i] for i in range(len(plan.changes))}
+            now = models.utcnow()
+            gone = [uid for uid, instance in plan.final.items() if instance is None and uid in stored]
+            if gone:
+                s.execute(delete(models.Instance).where(models.Instance.uid.in_(gone)))
+            rows = [_row_values(instance, resource_version=plan.resource_versions[uid],
+                                revision=last_revision[uid], at=now)
+                    for uid, instance in plan.final.items() if instance is not None and uid in last_revision]
+            fresh = [r for r in rows if r["uid"] not in stored]
+            if fresh:
+                s.execute(insert(models.Instance), fresh)
+            changed = [r for r in rows if r["uid"] in stored]
+            if changed:
+                s.execute(update(models.Instance), changed)
+            return [None if n is None else revisions[n] for n in plan.outcome]
+
+    def _ensure_services_and_envs(self, s: Session, instances: Iterable[Instance | None]) -> None:
+        """Create the Service and Environment rows instances point at, the first time one is seen."""
+        live = [i for i in instances if i is not None]
+        services = _existing(s, models.Service.name, {i.service for i in live})
+        envs = _existing(s, models.Environment.name, {i.env for i in live})
+        for instance in live:
+            if instance.service not in services:
+                s.add(models.Service(name=instance.service, description="", owner=""))
+                services.add(instance.service)
+            if instance.env not in envs:
+                s.add(models.Environment(name=instance.env, namespace=instance.namespace))
+                envs.add(instance.env)
+        s.flush()
 
     def instances(self, *, service: str | None = None, env: str | None = None,
                   group: Group | None = None) -> list[Instance]:
@@ -316,11 +307,12 @@ class CatalogStore:
     def record_journal_many(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
                             attempts: int, error: str | None = None) -> None:
         """One journal row per event, one transaction for all of them."""
+        now = models.utcnow()
         with self._session(write=True) as s:
-            s.add_all([models.JournalEntry(
-                uid=event.uid, resource_version=event.resource_version, event_type=event.type.value,
-                service=event.instance.service, env=event.instance.env, subscriber=subscriber,
-                outcome=outcome, attempts=attempts, error=error) for event in events])
+            s.execute(insert(models.JournalEntry), [
+                {"uid": event.uid, "resource_version": event.resource_version, "event_type": event.type.value,
+                 "service": event.instance.service, "env": event.instance.env, "subscriber": subscriber,
+                 "outcome": outcome, "attempts": attempts, "error": error, "at": now} for event in events])
 
     def journal(self, *, uid: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest journal entries (for one pod uid), newest first."""
@@ -358,12 +350,64 @@ def _latest(s: Session) -> int:
     return s.scalar(select(func.coalesce(func.max(models.Change.revision), 0))) or 0
 
 
-def _add_change(s: Session, kind: EventType, instance: Instance) -> models.Change:
-    """A Change row; its revision is handed out at the next flush."""
-    row = models.Change(type=kind.value, uid=instance.uid, service=instance.service, env=instance.env,
-                        group=instance.group.value, instance=snapshot_of(instance))
-    s.add(row)
-    return row
+@dataclass
+class _Plan:
+    """What a batch of events does to the catalog, worked out before anything is written."""
+
+    changes: list[tuple[EventType, Instance]] = field(default_factory=list)   # in order
+    outcome: list[int | None] = field(default_factory=list)    # per event: index into changes
+    final: dict[PodUid, Instance | None] = field(default_factory=dict)        # per touched uid
+    resource_versions: dict[PodUid, str] = field(default_factory=dict)
+
+
+def _plan(events: Sequence[InstanceEvent], stored: dict[PodUid, Instance]) -> _Plan:
+    """Replay ``events`` over the stored instances. Purely computational."""
+    plan = _Plan()
+    current: dict[PodUid, Instance | None] = dict(stored)
+
+    def change(kind: EventType, instance: Instance) -> int:
+        plan.changes.append((kind, instance))
+        return len(plan.changes) - 1
+
+    for event in events:
+        new, uid = _comparable(event.instance), event.instance.uid
+        old = current.get(uid)
+        if event.type is EventType.DOWN:
+            plan.outcome.append(None if old is None else change(EventType.DOWN, old))
+            if old is not None:
+                current[uid] = plan.final[uid] = None
+            continue
+        if old == new:
+            plan.outcome.append(None)
+            continue
+        kind = EventType.UP if old is None else EventType.CHANGED
+        if old is not None and (old.service, old.env, old.group) != (new.service, new.env, new.group):
+            change(EventType.DOWN, old)
+            kind = EventType.UP
+        plan.outcome.append(change(kind, new))
+        current[uid] = plan.final[uid] = new
+        plan.resource_versions[uid] = event.resource_version
+    return plan
+
+
+def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> list[int]:
+    """Insert the Change rows in order; their revisions, in the same order."""
+    if not changes:
+        return []
+    now = models.utcnow()
+    values = [{"type": kind.value, "uid": i.uid, "service": i.service, "env": i.env, "group": i.group.value,
+               "instance": snapshot_of(i), "at": now} for kind, i in changes]
+    result = s.scalars(insert(models.Change).returning(models.Change.revision, sort_by_parameter_order=True),
+                       values)
+    return list(result)
+
+
+def _row_values(instance: Instance, *, resource_version: str, revision: int, at: datetime) -> dict[str, Any]:
+    return {"uid": instance.uid, "service": instance.service, "env": instance.env,
+            "group": instance.group.value, "namespace": instance.namespace, "pod": instance.pod,
+            "ip": instance.ip, "ports": dict(instance.ports), "node": instance.node,
+            "release": instance.release, "ready": instance.ready, "resource_version": resource_version,
+            "revision": revision, "updated_at": at}
 
 
 _IN_CHUNK = 500  # bound parameters per IN (...) query
@@ -389,13 +433,6 @@ def _comparable(instance: Instance) -> Instance:
                     namespace=instance.namespace, pod=instance.pod, uid=instance.uid, ip=instance.ip,
                     ports=dict(instance.ports), ready=instance.ready, node=instance.node,
                     release=instance.release)
-
-
-def _write_instance(row: models.Instance, new: Instance, *, resource_version: str, revision: int) -> None:
-    row.service, row.env, row.group = new.service, new.env, new.group.value
-    row.namespace, row.pod, row.ip, row.ports = new.namespace, new.pod, new.ip, dict(new.ports)
-    row.node, row.release, row.ready = new.node, new.release, new.ready
-    row.resource_version, row.revision, row.updated_at = resource_version, revision, models.utcnow()
 
 
 def _instance_of(row: models.Instance) -> Instance:
