@@ -7,7 +7,7 @@ process that runs the monitor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
@@ -55,9 +55,3 @@ class BatchJournal(Journal, Protocol):
 
     async def record_batch(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
                            attempts: int, error: str | None = None) -> None: ...
-
-
-class InstanceSource(Protocol):
-    """The live instances as the informer last saw them (for the reconciler)."""
-
-    def live(self) -> Iterable[Instance]: ...
