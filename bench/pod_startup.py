@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from bizcloud.cluster import images, lifecycle
+from bizcloud.cluster import images, lifecycle, processes
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
 from bizcloud.stack import SAMPLE_DIR
@@ -51,9 +51,9 @@ def run(settings: Settings, *, pods: int = 50, rate: float | None = None, timeou
     kubectl = lifecycle.kubectl(settings)
     kubectl.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=180)
     kubectl.run("create", "namespace", NAMESPACE)
-    lifecycle.wait_for(settings, lambda: kubectl.run("get", "sa", "default", "-n", NAMESPACE,
-                                                     check=False).returncode == 0,
-                       what="the default ServiceAccount", timeout=60)
+    processes.wait_until(lambda: kubectl.run("get", "sa", "default", "-n", NAMESPACE,
+                                             check=False).returncode == 0,
+                         what="no default ServiceAccount", timeout=60)
 
     started: dict[str, float] = {}
     ready: dict[str, float] = {}

@@ -127,8 +127,8 @@ def wait_for_sample_in_catalog(settings: Settings, *, timeout: float = 60) -> li
         found = response.json() if response.status_code == 200 else []
         return bool(found) and len(found) == len(sample_urls(settings))
 
-    lifecycle.wait_for(settings, catalogued, what=f"{SAMPLE_SERVICE}'s instances in the catalog",
-                       timeout=timeout)
+    processes.wait_until(catalogued, what=f"{SAMPLE_SERVICE}'s instances are not in the catalog",
+                         timeout=timeout, log=lifecycle.layout_of(settings).log("monitor"))
     return found
 
 

@@ -15,7 +15,6 @@ import json
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,13 +340,3 @@ def status(settings: Settings) -> dict[str, Any]:
     if ready:
         result["nodes_ready"], result["nodes"] = nodes_ready(settings)
     return result
-
-
-def wait_for(settings: Settings, check: Callable[[], bool], *, what: str, timeout: float) -> None:
-    """Poll a condition about the cluster (used by `make up` for the sample app)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise ClusterError(f"{what} after {timeout:.0f}s", hint="see `bizcloud cluster status` and its logs")
