@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     monitor_lease_name: str = "bizcloud-monitor"
     monitor_lease_duration_s: float = Field(default=15.0, gt=0)
 
+    # Access-layer gateway: nginx + Lua. Users' traffic enters on ``gateway_port``; the syncer
+    # pushes upstream sets to ``gateway_admin_port`` (loopback only), which also serves /metrics.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8780
+    gateway_admin_port: int = 8781
+
+    # SOA registry: ZooKeeper (Debian's, started by BizCloud unless ``zookeeper_hosts`` names one).
+    zookeeper_hosts: str | None = None
+    zookeeper_port: int = 2181
+
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"
 

@@ -1,0 +1,1 @@
+"""Access-layer gateway: nginx + Lua upstreams that follow the catalog without reloads."""

@@ -1,0 +1,1 @@
+"""SOA registry on ZooKeeper in Apache Dubbo's layout, and the Python consumer SDK."""
