@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bizcloud.usersplit import BUCKETS, bucket, is_gray
+from bizcloud.usersplit import BUCKETS, GrayPolicy, bucket, is_gray
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "user_buckets.json").read_text("utf-8"))["vectors"]
 
@@ -39,3 +39,11 @@ def test_is_gray(uid: str | None, ratio: float, whitelist: tuple[str, ...], gray
 def test_twenty_percent_of_many_users_go_gray() -> None:
     share = sum(is_gray(f"user-{i}", 20) for i in range(20_000)) / 20_000
     assert abs(share - 0.20) < 0.01
+
+
+def test_gray_policy_round_trips_and_refuses_a_bad_ratio() -> None:
+    policy = GrayPolicy(ratio=20, whitelist=frozenset({"42"}), fallback=False)
+    assert GrayPolicy.from_json(policy.to_json()) == policy
+    assert policy.group_for("42") == "gray" and policy.group_for(None) == "normal"
+    with pytest.raises(ValueError, match="ratio"):
+        GrayPolicy(ratio=120)
