@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -128,8 +129,36 @@ class Route(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class GrayPolicy(Base):
+    """A service's gray split at the access layer and in the SOA layer (``bizcloud.usersplit.GrayPolicy``).
+
+    One row per service, absent until someone sets one (absent = ratio 0, no whitelist, fallback
+    on, user ID from the ``X-User-Id`` header). ``uid_source`` + ``uid_name`` tell the gateway where
+    to read the user ID: a request header, a cookie or a query argument of that name.
+    """
+
+    __tablename__ = "gray_policies"
+    __table_args__ = (
+        CheckConstraint("uid_source IN ('header', 'cookie', 'query')", name="uid_source"),
+        CheckConstraint("ratio >= 0 AND ratio <= 100", name="ratio"),
+    )
+
+    service: Mapped[str] = mapped_column(String(NAME_LENGTH), ForeignKey("services.name"), primary_key=True)
+    ratio: Mapped[float] = mapped_column(Float, default=0.0)
+    whitelist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    fallback: Mapped[bool] = mapped_column(Boolean, default=True)
+    uid_source: Mapped[str] = mapped_column(String(16), default="header")
+    uid_name: Mapped[str] = mapped_column(String(128), default="X-User-Id")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Change(Base):
-    """One entry of the change stream. ``revision`` only grows, and is never reused (AUTOINCREMENT)."""
+    """One entry of the change stream. ``revision`` only grows, and is never reused (AUTOINCREMENT).
+
+    Instance changes (UP, DOWN, CHANGED) carry the instance; ROUTE and GRAY changes (a route added
+    or removed, a service's gray policy set) carry the route or the policy in ``instance``, an
+    empty ``group``, and a ``uid`` naming what changed, so the gateway follows one stream.
+    """
 
     __tablename__ = "changes"
     __table_args__ = (
