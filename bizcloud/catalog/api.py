@@ -19,12 +19,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 
 from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
 from bizcloud.catalog.feed import RevisionWatch
+from bizcloud.catalog.policies import GrayPolicyOut
 from bizcloud.catalog.schemas import (
     DNS_LABEL,
     ChangePage,
     ChangePublic,
     EnvironmentCreate,
     EnvironmentPublic,
+    GrayPolicyIn,
+    GrayPolicyPublic,
     InstanceList,
     InstancePublic,
     RouteCreate,
@@ -113,6 +116,35 @@ def service_instances(store: StoreDep, name: NameParam, env: str | None = None,
     with _http_errors():
         store.get_service(name=name)
         return [InstancePublic.model_validate(i) for i in store.instances(service=name, env=env, group=group)]
+
+
+@router.get("/services/{name}/gray", response_model=GrayPolicyPublic)
+def get_gray(store: StoreDep, name: NameParam) -> GrayPolicyPublic:
+    """The service's gray policy (the defaults until one is set)."""
+    with _http_errors():
+        return _gray_public(store.get_gray(service=name))
+
+
+@router.put("/services/{name}/gray", response_model=GrayPolicyPublic)
+def set_gray(store: StoreDep, name: NameParam, body: GrayPolicyIn) -> GrayPolicyPublic:
+    """Replace the service's gray policy; gateways follow it through a GRAY change on the stream."""
+    with _http_errors():
+        policy = GrayPolicyOut(service=name, ratio=body.ratio, whitelist=tuple(body.whitelist),
+                               fallback=body.fallback, uid_source=body.uid_source, uid_name=body.uid_name)
+        return _gray_public(store.set_gray(policy=policy))
+
+
+@router.get("/gray", response_model=list[GrayPolicyPublic])
+def list_gray(store: StoreDep) -> list[GrayPolicyPublic]:
+    """Every gray policy that was set (the gateway's seed reads this with routes and instances)."""
+    with _http_errors():
+        return [_gray_public(p) for p in store.list_gray()]
+
+
+def _gray_public(policy: GrayPolicyOut) -> GrayPolicyPublic:
+    return GrayPolicyPublic(service=policy.service, ratio=policy.ratio, whitelist=list(policy.whitelist),
+                            fallback=policy.fallback, uid_source=policy.uid_source, uid_name=policy.uid_name,
+                            updated_at=policy.updated_at)
 
 
 @router.get("/instances", response_model=InstanceList)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bizcloud.catalog.policies import DEFAULT_UID_NAME, ConfigChange, UidSource
 from bizcloud.monitor.model import EventType, Group
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -19,7 +20,13 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 # Service and environment names become Kubernetes names and label values: DNS-1123 labels.
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
-Host = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, min_length=1, max_length=253)]
+# A route's host: a DNS name, or "*" for any host (the gateway tries exact hosts first).
+ANY_HOST = "*"
+Host = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN[:-1] + r"$|^\*$", min_length=1, max_length=253)]
+# An HTTP token (RFC 9110): a header, cookie or query argument name nginx can read the user ID from.
+UidName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", min_length=1,
+                                           max_length=128)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 PathPrefix = Annotated[str, StringConstraints(pattern=r"^/[^\s?#]*$", max_length=255)]
 
 
@@ -86,6 +93,26 @@ class RoutePublic(Public):
     created_at: datetime
 
 
+# --- gray policies --------------------------------------------------------------------------------
+
+class GrayPolicyIn(BaseModel):
+    """A service's gray split. ``ratio`` is a percentage of users (by ``bucket(uid)``); whitelisted
+    user IDs always go gray; the gateway reads the user ID from ``uid_source`` named ``uid_name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ratio: float = Field(default=0.0, ge=0, le=100, description="percent of users sent to the gray group")
+    whitelist: list[UserId] = Field(default_factory=list, max_length=10_000)
+    fallback: bool = Field(default=True, description="when the chosen group has no instance, use the other")
+    uid_source: UidSource = UidSource.HEADER
+    uid_name: UidName = DEFAULT_UID_NAME
+
+
+class GrayPolicyPublic(GrayPolicyIn, Public):
+    service: str
+    updated_at: datetime | None
+
+
 # --- instances and the change stream --------------------------------------------------------------
 
 class InstancePublic(Public):
@@ -111,11 +138,11 @@ class InstanceList(BaseModel):
 
 class ChangePublic(Public):
     revision: int
-    type: EventType
+    type: EventType | ConfigChange
     uid: str
     service: str
     env: str
-    group: Group
+    group: Group | None = Field(description="the instance's group; null for ROUTE and GRAY changes")
     instance: dict[str, Any]
     at: datetime
 

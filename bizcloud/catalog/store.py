@@ -14,6 +14,7 @@ retries and re-syncs after a relist leave the change stream free of duplicates.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,9 +29,13 @@ from sqlalchemy.orm import Session
 from bizcloud.catalog import models
 from bizcloud.catalog.db import writer
 from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
+from bizcloud.catalog.policies import ConfigChange, GrayPolicyOut, UidSource, change_type, invalid_address
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 
-__all__ = ["CatalogStore", "ChangeOut", "EnvironmentOut", "RouteOut", "ServiceOut", "Snapshot", "snapshot_of"]
+__all__ = ["CatalogStore", "ChangeOut", "EnvironmentOut", "GrayPolicyOut", "RouteOut", "ServiceOut",
+           "Snapshot", "snapshot_of"]
+
+log = logging.getLogger(__name__)
 
 _PG_CHANGE_LOCK = 0x62697A63  # "bizc": serializes change writers across processes on PostgreSQL
 
@@ -66,13 +71,13 @@ class ChangeOut:
     """One entry of the change stream: what happened to one instance, at which revision."""
 
     revision: int
-    type: EventType
+    type: EventType | ConfigChange
     uid: PodUid
     service: str
     env: str
-    group: Group
-    instance: dict[str, Any]  # snapshot (see ``snapshot_of``): after the change; for DOWN, before it
-    at: datetime
+    group: Group | None  # None for ROUTE and GRAY changes
+    instance: dict[str, Any]  # snapshot (see ``snapshot_of``): after the change; for DOWN, before it;
+    at: datetime              # for ROUTE the route (``deleted`` when removed), for GRAY the policy
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class CatalogStore:
             for table in (models.Instance, models.Route):
                 if s.scalar(select(func.count()).select_from(table).where(table.service == name)):
                     raise in_use
+            s.execute(delete(models.GrayPolicy).where(models.GrayPolicy.service == name))
+            s.flush()
             s.delete(row)
 
     # --- environments and routes ----------------------------------------------------------------
@@ -182,7 +189,7 @@ class CatalogStore:
 
     def create_route(self, *, host: str, path_prefix: str, service: str, env: str) -> RouteOut:
         exists = AlreadyExists(f"route {host}{path_prefix} already exists")
-        with self._session(write=True, on_conflict=exists) as s:
+        with self._change_lock, self._session(write=True, on_conflict=exists) as s:
             _require_service(s, service)
             if _env_row(s, env) is None:
                 raise NotFound(f"environment {env!r} not found")
@@ -193,7 +200,9 @@ class CatalogStore:
             row = models.Route(host=host, path_prefix=path_prefix, service=service, env=env)
             s.add(row)
             s.flush()
-            return _route_out(row)
+            out = _route_out(row)
+            self._config_change(s, ConfigChange.ROUTE, out.service, out.env, _route_json(out))
+            return out
 
     def list_routes(self, *, service: str | None = None) -> list[RouteOut]:
         with self._session() as s:
@@ -203,11 +212,54 @@ class CatalogStore:
             return [_route_out(r) for r in s.scalars(stmt)]
 
     def delete_route(self, *, route_id: int) -> None:
-        with self._session(write=True) as s:
+        with self._change_lock, self._session(write=True) as s:
             row = s.get(models.Route, route_id)
             if row is None:
                 raise NotFound(f"route {route_id} not found")
+            out = _route_out(row)
             s.delete(row)
+            self._config_change(s, ConfigChange.ROUTE, out.service, out.env,
+                                {**_route_json(out), "deleted": True})
+
+    # --- gray policies --------------------------------------------------------------------------
+
+    def get_gray(self, *, service: str) -> GrayPolicyOut:
+        """The service's gray policy; the defaults (ratio 0, fallback on) until one is set."""
+        with self._session() as s:
+            _require_service(s, service)
+            row = s.get(models.GrayPolicy, service)
+            return GrayPolicyOut(service=service) if row is None else _gray_out(row)
+
+    def list_gray(self) -> list[GrayPolicyOut]:
+        """Every policy that was set (services without a row use the defaults)."""
+        with self._session() as s:
+            stmt = select(models.GrayPolicy).order_by(models.GrayPolicy.service)
+            return [_gray_out(r) for r in s.scalars(stmt)]
+
+    def set_gray(self, *, policy: GrayPolicyOut) -> GrayPolicyOut:
+        """Store the policy and announce it on the change stream (a GRAY change), in one transaction."""
+        with self._change_lock, self._session(write=True) as s:
+            _require_service(s, policy.service)
+            row = s.get(models.GrayPolicy, policy.service)
+            if row is None:
+                row = models.GrayPolicy(service=policy.service)
+                s.add(row)
+            row.ratio, row.fallback = policy.ratio, policy.fallback
+            row.whitelist = sorted(set(policy.whitelist))
+            row.uid_source, row.uid_name = policy.uid_source.value, policy.uid_name
+            row.updated_at = models.utcnow()
+            s.flush()
+            out = _gray_out(row)
+            self._config_change(s, ConfigChange.GRAY, out.service, "", out.to_json())
+            return out
+
+    def _config_change(self, s: Session, kind: ConfigChange, service: str, env: str,
+                       payload: dict[str, Any]) -> None:
+        """One ROUTE or GRAY row on the change stream, in the caller's transaction (under the change lock)."""
+        self._lock_changes(s)
+        s.add(models.Change(type=kind.value, uid=f"{kind.value.lower()}:{service}", service=service,
+                            env=env, group="", instance=payload, at=models.utcnow()))
+        s.flush()
 
     # --- instances and the change stream ---------------------------------------------------------
 
@@ -227,6 +279,7 @@ class CatalogStore:
         """
         if not events:
             return []
+        events = [_refuse_invalid_address(e) for e in events]
         with self._change_lock, self._session(write=True) as s:
             self._lock_changes(s)
             stored = {PodUid(uid): _instance_of(row)
@@ -390,6 +443,19 @@ def _plan(events: Sequence[InstanceEvent], stored: dict[PodUid, Instance]) -> _P
     return plan
 
 
+def _refuse_invalid_address(event: InstanceEvent) -> InstanceEvent:
+    """An instance whose address no gateway could use is not stored: its UP becomes a DOWN (logged)."""
+    if event.type is EventType.DOWN:
+        return event
+    why = invalid_address(event.instance)
+    if why is None:
+        return event
+    log.warning("refusing instance %s (%s/%s pod %s): %s", event.instance.uid, event.instance.service,
+                event.instance.env, event.instance.pod, why)
+    return InstanceEvent(type=EventType.DOWN, instance=event.instance,
+                         resource_version=event.resource_version, observed_at=event.observed_at)
+
+
 def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> list[int]:
     """Insert the Change rows in order; their revisions, in the same order."""
     if not changes:
@@ -456,8 +522,19 @@ def _route_out(row: models.Route) -> RouteOut:
                     env=row.env, created_at=row.created_at)
 
 
+def _route_json(route: RouteOut) -> dict[str, Any]:
+    return {"id": route.id, "host": route.host, "path_prefix": route.path_prefix, "service": route.service,
+            "env": route.env}
+
+
+def _gray_out(row: models.GrayPolicy) -> GrayPolicyOut:
+    return GrayPolicyOut(service=row.service, ratio=row.ratio, whitelist=tuple(row.whitelist),
+                         fallback=row.fallback, uid_source=UidSource(row.uid_source), uid_name=row.uid_name,
+                         updated_at=row.updated_at)
+
+
 def _change_out(row: models.Change) -> ChangeOut:
-    return ChangeOut(revision=row.revision, type=EventType(row.type), uid=PodUid(row.uid),
-                     service=row.service, env=row.env, group=Group(row.group), instance=row.instance,
-                     at=row.at)
+    return ChangeOut(revision=row.revision, type=change_type(row.type), uid=PodUid(row.uid),
+                     service=row.service, env=row.env, group=Group(row.group) if row.group else None,
+                     instance=row.instance, at=row.at)
 
