@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 # bridge's masquerading. busybox-static: the base image. gcc: the static pause binary.
 # iproute2: node address and bridge clean-up. util-linux: setpriv/umount. ca-certificates: TLS.
 # nginx + the Lua module + lua-resty-core: the gateway. wrk: its benchmark. zookeeper: the SOA
-# registry (it brings a Java runtime).
+# registry (it brings a Java runtime). chromium + nodejs/npm: the console's browser tests and its
+# front-end packages (xterm.js).
 APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
               gcc libc6-dev util-linux ca-certificates
               nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk
-              zookeeper)
+              zookeeper chromium nodejs)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -45,4 +46,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing the bizcloud package and its tools into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
+fi
+
+# The console's browser-side packages, from the npm registry, pinned by the lockfile.
+frontend=bizcloud/web/frontend
+if ! command -v npm >/dev/null 2>&1; then  # Debian's nodejs comes without npm; NodeSource's has it
+  DEBIAN_FRONTEND=noninteractive $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+if [ ! -d "$frontend/node_modules" ] || [ "$frontend/package-lock.json" -nt "$frontend/node_modules" ]; then
+  echo "setup: installing the console's front-end packages (npm ci)"
+  (cd "$frontend" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$frontend/node_modules"
 fi

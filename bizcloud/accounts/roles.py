@@ -76,6 +76,7 @@ def decide(*, user: str, role: Role, action: Action, service: str | None = None,
         return Decision(True, f"{user} owns {service}")
     if action in DEVELOPER_ACTIONS:
         if env is None or env in production_envs:
-            return Decision(False, f"a developer may not {action} in production environment {env or '(unknown)'}")
+            where = env or "(unknown)"
+            return Decision(False, f"a developer may not {action} in production environment {where}")
         return Decision(True, f"{user} owns {service}; {env} is not production")
     return Decision(False, f"a developer may not {action}")

@@ -6,7 +6,7 @@ import pytest
 
 from bizcloud.accounts.roles import Action, Role, decide, owners_of
 
-A, D, O, V = Role.ADMIN, Role.DEVELOPER, Role.OPS, Role.VIEWER
+A, D, OPS, V = Role.ADMIN, Role.DEVELOPER, Role.OPS, Role.VIEWER
 OWNED = frozenset({"alice"})
 NOBODY: frozenset[str] = frozenset()
 
@@ -30,9 +30,9 @@ NOBODY: frozenset[str] = frozenset()
     (D, Action.MANAGE_PLATFORM, OWNED, "dev", False),
     (D, Action.MANAGE_USERS, OWNED, None, False),
     # ops: everything but users
-    (O, Action.SHELL, NOBODY, "prod", True),
-    (O, Action.MANAGE_PLATFORM, NOBODY, None, True),
-    (O, Action.MANAGE_USERS, NOBODY, None, False),
+    (OPS, Action.SHELL, NOBODY, "prod", True),
+    (OPS, Action.MANAGE_PLATFORM, NOBODY, None, True),
+    (OPS, Action.MANAGE_USERS, NOBODY, None, False),
     # admin: everything
     (A, Action.MANAGE_USERS, NOBODY, None, True),
     (A, Action.SHELL, NOBODY, "prod", True),
@@ -50,7 +50,8 @@ def test_production_environments_are_configurable() -> None:
 
 
 @pytest.mark.parametrize(("field", "owners"), [
-    ("", set()), ("alice", {"alice"}), ("alice, bob", {"alice", "bob"}), ("alice bob;carol", {"alice", "bob", "carol"}),
+    ("", set()), ("alice", {"alice"}), ("alice, bob", {"alice", "bob"}),
+    ("alice bob;carol", {"alice", "bob", "carol"}),
 ])
 def test_owners_of(field: str, owners: set[str]) -> None:
     assert owners_of(field) == owners
