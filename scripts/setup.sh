@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 # containerd, runc, CNI plugins: the real node. docker.io: builds local images. iptables: the CNI
 # bridge's masquerading. busybox-static: the base image. gcc: the static pause binary.
 # iproute2: node address and bridge clean-up. util-linux: setpriv/umount. ca-certificates: TLS.
-# nginx + the Lua module + lua-resty-core: the gateway. wrk: its benchmark. zookeeper: the SOA
+# nginx + the Lua module + lua-resty-core + lua-cjson: the gateway. wrk: its benchmark. zookeeper: the SOA
 # registry (it brings a Java runtime). chromium + nodejs/npm: the console's browser tests and its
 # front-end packages (xterm.js).
 APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
               gcc libc6-dev util-linux ca-certificates
-              nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk
+              nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson wrk
               zookeeper chromium nodejs)
 
 missing=()
