@@ -1,0 +1,119 @@
+"""The bridge: a client's WebSocket (browser terminal or ``bizcloud shell``) <-> one shell session.
+
+The wire protocol to the client, binary frames both ways, close to Kubernetes' own channels:
+
+- client -> BizCloud: ``0x00`` + bytes typed (stdin); ``0x04`` + ``{"cols": C, "rows": R}`` (resize).
+- BizCloud -> client: the terminal's output bytes, as they come. BizCloud's own messages (the pod
+  is gone, the session ended) are written into that output as a highlighted line, so every
+  terminal shows them without knowing about them.
+
+Two pumps, each awaiting the other side before reading more, so a huge paste or a slow client
+holds at most one message in memory; a keepalive task touches the backend when the session is
+idle (the client side is kept alive by WebSocket pings from the server, ``ws_ping_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Protocol
+
+from bizcloud.webshell.asciicast import Recorder
+from bizcloud.webshell.backends import ShellSession
+from bizcloud.webshell.errors import ShellError
+
+STDIN, RESIZE = 0, 4
+WRITE_CHUNK = 64 * 1024
+MAX_COLS, MAX_ROWS = 1000, 500
+
+log = logging.getLogger("bizcloud.webshell")
+
+
+class Peer(Protocol):
+    async def receive(self) -> bytes | None: ...   # None: the client went away
+    async def send(self, data: bytes) -> None: ...
+
+
+def notice(text: str) -> bytes:
+    """A line from BizCloud itself, in the terminal, on a line of its own. Purely computational."""
+    return f"\r\n\x1b[1;33m[bizcloud] {text}\x1b[0m\r\n".encode()
+
+
+def parse_resize(payload: bytes) -> tuple[int, int] | None:
+    """``{"cols": C, "rows": R}`` within sane bounds, else None (ignored). Purely computational."""
+    try:
+        size = json.loads(payload)
+        cols, rows = int(size["cols"]), int(size["rows"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (1 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS):
+        return None
+    return cols, rows
+
+
+async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None = None,
+                 keepalive_s: float = 20.0) -> str:
+    """Pump bytes until either side ends; returns how the session ended (for the audit trail)."""
+    activity = asyncio.Event()
+    ended = "client disconnected"
+
+    async def downstream() -> None:
+        nonlocal ended
+        while (data := await session.read()) is not None:
+            activity.set()
+            if recorder:
+                recorder.output(data)
+            await peer.send(data)
+        ended = await session.ending()
+        with contextlib.suppress(Exception):
+            await peer.send(notice(ended))
+
+    async def upstream() -> None:
+        while (message := await peer.receive()) is not None:
+            if not message:
+                continue
+            activity.set()
+            channel, payload = message[0], message[1:]
+            if channel == STDIN:
+                if recorder:
+                    recorder.input(payload)
+                for start in range(0, len(payload), WRITE_CHUNK):
+                    await session.write(payload[start:start + WRITE_CHUNK])
+            elif channel == RESIZE and (size := parse_resize(payload)):
+                if recorder:
+                    recorder.resize(cols=size[0], rows=size[1])
+                await session.resize(cols=size[0], rows=size[1])
+
+    async def keepalive() -> None:
+        while True:
+            activity.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(activity.wait(), keepalive_s)
+                continue
+            await session.keepalive()
+
+    tasks = {asyncio.create_task(downstream(), name="shell-downstream"),
+             asyncio.create_task(upstream(), name="shell-upstream"),
+             asyncio.create_task(keepalive(), name="shell-keepalive")}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            error = task.exception()
+            if isinstance(error, ShellError):
+                ended = error.message
+                with contextlib.suppress(Exception):
+                    await peer.send(notice(ended))
+            elif error is not None:
+                log.warning("shell %s: %s: %s", session.target, type(error).__name__, error)
+                ended = f"error: {error}"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await session.close()
+        if recorder:
+            recorder.close()
+    return ended
