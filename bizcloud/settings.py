@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     server_host: str = "127.0.0.1"
     server_port: int = 8700
 
+    # Console and WebShell: the keepalive of idle shells (WebSocket pings to the browser, a no-op
+    # resize on the exec stream), and the environments where developers may not deploy or shell.
+    shell_keepalive_s: float = Field(default=20.0, gt=0)
+    production_envs: str = "prod,production"
+
     # k8s-monitor.
     monitor_metrics_port: int = 8701
     monitor_resync_s: float = Field(default=30.0, gt=0)
