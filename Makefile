@@ -19,8 +19,9 @@ down:             ## stop everything `make up` started
 	@if [ -x $(BIZCLOUD) ]; then $(BIZCLOUD) down; fi
 
 lint: setup       ## ruff, mypy (strict) and the import-layer contract
-	@$(VENV)/bin/ruff check bizcloud tests bench
+	@$(VENV)/bin/ruff check bizcloud tests bench examples
 	@$(VENV)/bin/mypy
+	@MYPYPATH=examples/demo $(VENV)/bin/mypy -p demoapp
 	@$(VENV)/bin/lint-imports
 
 test: build lint  ## the whole suite, end-to-end tests against the real cluster included

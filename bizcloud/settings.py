@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # An existing cluster instead of the local one: BizCloud then starts no cluster of its own
     # and deploys the sample service with ``sample_image``, which that cluster must be able to pull.
     kubeconfig: Path | None = None
-    sample_image: str = "demo-web:v1"
+    sample_image: str = "demo:v1"
 
     # Service management center (catalog) and its API. SQLite in the state directory by default;
     # PostgreSQL or MySQL by URL (postgresql+psycopg://…, mysql+pymysql://…).
@@ -85,6 +85,8 @@ class Settings(BaseSettings):
 
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"
+    # The Debian mirror the Python base image is bootstrapped from; None: the one this host's apt uses.
+    debian_mirror: str | None = None
 
     def resolved_state_dir(self) -> Path:
         """The state directory as an absolute path (daemons are started from other cwds)."""

@@ -1,9 +1,10 @@
 """BizCloud's main job on its embedded defaults: what `make up` starts, and where to find it.
 
 Today: the local cluster, the API server and the monitor (as daemons of the state directory,
-like the cluster's own), and the sample service `demo-web` in environment `dev`, whose instances
-the monitor puts into the catalog. Each later component (gateway, ZooKeeper, MariaDB) adds itself
-to `up`, `down` and `endpoints`, so `bizcloud status --json` stays the one place scripts look.
+like the cluster's own), and the sample services `demo-web` and `demo-api` in environment `dev`
+(one image, `examples/demo`), whose instances the monitor puts into the catalog. Each later
+component (gateway, ZooKeeper, MariaDB) adds itself to `up`, `down` and `endpoints`, so
+`bizcloud status --json` stays the one place scripts look.
 """
 
 from __future__ import annotations
@@ -21,18 +22,31 @@ from bizcloud.errors import BizCloudError
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo-web"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 SAMPLE_NAMESPACE = "bc-dev"
 SAMPLE_SERVICE = "demo-web"
+SAMPLE_SERVICES = ("demo-web", "demo-api")
 
 
-def sample_manifest(image: str) -> str:
-    """The sample's manifest with its image replaced. Purely computational."""
+def sample_zookeeper(settings: Settings) -> str:
+    """The registry address the sample pods use: the configured one, else the node's own address.
+
+    ``$(HOST_IP)`` is expanded by the kubelet from the pod's ``status.hostIP``, where the local
+    ZooKeeper listens.
+    """
+    return settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}"
+
+
+def sample_manifest(image: str, zookeeper: str = "$(HOST_IP):2181") -> str:
+    """The sample's manifest with its image and registry address replaced. Purely computational."""
     docs = [doc for doc in yaml.safe_load_all((SAMPLE_DIR / "k8s.yaml").read_text()) if doc]
     for doc in docs:
         if doc["kind"] == "Deployment":
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 container["image"] = image
+                for var in container.get("env", []):
+                    if var["name"] == "ZK_HOSTS":
+                        var["value"] = zookeeper
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
@@ -46,11 +60,12 @@ def deploy_sample(settings: Settings, *, step: Step) -> None:
         step(f"building image {settings.sample_image}")
         images.build_image(SAMPLE_DIR, settings.sample_image, settings)
         images.load_into_containerd(settings.sample_image, lifecycle.layout_of(settings).containerd_socket)
-    step(f"deploying {SAMPLE_SERVICE} to {SAMPLE_NAMESPACE}")
+    step(f"deploying {' and '.join(SAMPLE_SERVICES)} to {SAMPLE_NAMESPACE}")
     kubectl = lifecycle.kubectl(settings)
-    kubectl.apply(sample_manifest(settings.sample_image))
-    kubectl.run("rollout", "status", f"deployment/{SAMPLE_SERVICE}", "-n", SAMPLE_NAMESPACE, "--timeout=180s",
-                timeout=200)
+    kubectl.apply(sample_manifest(settings.sample_image, sample_zookeeper(settings)))
+    for service in SAMPLE_SERVICES:
+        kubectl.run("rollout", "status", f"deployment/{service}", "-n", SAMPLE_NAMESPACE, "--timeout=180s",
+                    timeout=200)
 
 
 def sample_urls(settings: Settings) -> list[str]:

@@ -9,13 +9,14 @@ cd "$(dirname "$0")/.."
 # containerd, runc, CNI plugins: the real node. docker.io: builds local images. iptables: the CNI
 # bridge's masquerading. busybox-static: the base image. gcc: the static pause binary.
 # iproute2: node address and bridge clean-up. util-linux: setpriv/umount. ca-certificates: TLS.
-# nginx + the Lua module + lua-resty-core + lua-cjson: the gateway. wrk: its benchmark. zookeeper: the SOA
-# registry (it brings a Java runtime). chromium + nodejs/npm: the console's browser tests and its
-# front-end packages (xterm.js).
+# nginx + the Lua module + lua-resty-core + lua-cjson: the gateway. wrk: its benchmark.
+# zookeeper: the SOA registry (it brings a Java runtime). debootstrap: the Python base image of
+# the sample apps. chromium + nodejs/npm: the console's browser tests and its front-end packages
+# (xterm.js).
 APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
               gcc libc6-dev util-linux ca-certificates
               nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson wrk
-              zookeeper chromium nodejs)
+              zookeeper debootstrap chromium nodejs)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -25,8 +26,9 @@ if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v go >/dev/null 2>&1; then

@@ -5,10 +5,14 @@ which loads the pause image before the kubelet starts. Nothing can be pulled on 
 every image the cluster runs is made here from what Debian ships:
 
 - ``bizcloud.local/base:busybox``: a root filesystem of busybox-static and its applets, imported;
+- ``bizcloud.local/base:python``: a minimal Debian with Python 3, bootstrapped by ``debootstrap``
+  from the Debian mirror this host's apt uses (a package registry, which we may reach);
 - :data:`~bizcloud.cluster.configs.PAUSE_IMAGE`: the pod sandbox, ``assets/pause.c`` compiled
   statically into an image FROM scratch;
 - applications FROM the base: a directory with a ``go.mod`` is compiled statically into ``app``
-  in the build context first (the "package into image" step), then ``docker build`` runs offline.
+  in the build context first (the "package into image" step); a Dockerfile that copies
+  ``bizcloud-sdk`` gets BizCloud's SOA SDK and kazoo in the context, taken from this very
+  installation so an app runs the SDK version it was tested with; then ``docker build`` runs offline.
 
 The Docker Engine keeps its data root at the default ``/var/lib/docker``, shared by every working
 copy, so images survive `cluster down --purge`. `load_into_containerd` streams ``docker save`` into
@@ -18,8 +22,10 @@ the cluster's own containerd, in the ``k8s.io`` namespace the kubelet's CRI read
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -38,11 +44,14 @@ from bizcloud.settings import Settings
 
 __all__ = [
     "BASE_IMAGE",
+    "PYTHON_BASE_IMAGE",
+    "apt_mirror",
     "build_image",
     "docker_answers",
     "ensure_base_image",
     "ensure_docker",
     "ensure_pause_image",
+    "ensure_python_base_image",
     "image_exists",
     "in_containerd",
     "load_into_containerd",
@@ -50,6 +59,12 @@ __all__ = [
 ]
 
 BASE_IMAGE = "bizcloud.local/base:busybox"
+PYTHON_BASE_IMAGE = "bizcloud.local/base:python"
+SDK_CONTEXT_DIR = "bizcloud-sdk"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+_APT_SOURCES = Path("/etc/apt/sources.list")
+_APT_SOURCES_D = Path("/etc/apt/sources.list.d")
+_OS_RELEASE = Path("/etc/os-release")
 BUSYBOX = Path("/bin/busybox")
 PAUSE_SOURCE = Path(__file__).parent / "assets" / "pause.c"
 CRI_NAMESPACE = "k8s.io"
@@ -301,6 +316,86 @@ def ensure_base_image(settings: Settings, *, layout: Layout | None = None,
     return BASE_IMAGE
 
 
+# --- the Python base image ---------------------------------------------------------------------
+
+
+def apt_mirror(sources: str, deb822: list[str]) -> str | None:
+    """The main Debian archive among apt's sources (one-line and deb822 forms), or None; pure.
+
+    Security and updates archives are skipped: debootstrap needs the archive that holds the suite.
+    """
+    candidates: list[str] = []
+    for line in sources.splitlines():
+        fields = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()  # drop [options]
+        if len(fields) >= 3 and fields[0] == "deb":
+            candidates.append(fields[1])
+    for text in deb822:
+        for stanza in re.split(r"\n\s*\n", text):
+            values = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, flags=re.MULTILINE))
+            if "deb" in values.get("Types", "").split() and values.get("Enabled", "yes") != "no":
+                candidates.extend(values.get("URIs", "").split())
+    for uri in (c.rstrip("/") for c in candidates):
+        if uri.startswith(("http://", "https://")) and "security" not in uri and uri.endswith("debian"):
+            return uri
+    return None
+
+
+def _host_mirror_and_suite(settings: Settings) -> tuple[str, str]:
+    deb822 = [f.read_text(errors="replace") for f in sorted(_APT_SOURCES_D.glob("*.sources"))]
+    lists = "\n".join(f.read_text(errors="replace")
+                      for f in [_APT_SOURCES, *sorted(_APT_SOURCES_D.glob("*.list"))] if f.is_file())
+    mirror = settings.debian_mirror or apt_mirror(lists, deb822) or DEFAULT_MIRROR
+    release = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', _OS_RELEASE.read_text(), flags=re.MULTILINE)) \
+        if _OS_RELEASE.is_file() else {}
+    return mirror, release.get("VERSION_CODENAME") or "bookworm"
+
+
+def ensure_python_base_image(settings: Settings, *, layout: Layout | None = None,
+                             progress: Progress = _quiet) -> str:
+    """Build ``bizcloud.local/base:python`` with debootstrap, unless it exists; its tag.
+
+    A ``minbase`` Debian of the host's release plus ``python3``: about 40 seconds and 60 MB of
+    packages once, then cached by the Docker Engine like every image. Package caches, apt lists,
+    documentation and locales are dropped before the import.
+    """
+    ensure_docker(settings, _default_layout(settings, layout), progress=progress)
+    if image_exists(PYTHON_BASE_IMAGE, settings):
+        return PYTHON_BASE_IMAGE
+    debootstrap = _tool("debootstrap", hint="apt-get install debootstrap",
+                        extra_dirs=("/usr/sbin", "/sbin"))
+    if os.geteuid() != 0:
+        raise PrerequisiteError(f"building {PYTHON_BASE_IMAGE} runs debootstrap, which needs root",
+                                hint="run as root once; the image is cached afterwards")
+    mirror, suite = _host_mirror_and_suite(settings)
+    progress(f"bootstrapping {PYTHON_BASE_IMAGE}: Debian {suite} minbase + python3 from {mirror}")
+    with tempfile.TemporaryDirectory(prefix="bizcloud-pybase-") as tmp:
+        root = Path(tmp) / "root"
+
+        def on_line(line: str) -> None:
+            if line.startswith("I: Retrieving Release") or line.startswith("I: Base system"):
+                progress(line.removeprefix("I: "))
+
+        _run([debootstrap, "--variant=minbase", "--include=python3", suite, str(root), mirror],
+             what=f"debootstrap of Debian {suite} from {mirror}", timeout=900, on_line=on_line)
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+                     "usr/share/locale", "usr/share/info"):
+            shutil.rmtree(root / junk, ignore_errors=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        _run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."],
+             what="packing the Python root filesystem")
+        version = _run([str(root / "usr/bin/python3"), "--version"], what="asking python3 its version",
+                       ).strip() if (root / "usr/bin/python3").exists() else "python3"
+        _run([_docker_cli(), "import",
+              "--change", 'CMD ["python3"]',
+              "--change", f"ENV PATH={DEFAULT_PATH}",
+              "--change", "ENV PYTHONDONTWRITEBYTECODE=1",
+              "--change", f"LABEL io.bizcloud.python={json.dumps(version)}",
+              "--message", f"bizcloud Python base image: Debian {suite} minbase + {version}",
+              str(tarball), PYTHON_BASE_IMAGE],
+             what=f"docker import of {PYTHON_BASE_IMAGE}", env=_docker_env(settings))
+    return PYTHON_BASE_IMAGE
+
+
 # --- the pause image ---------------------------------------------------------------------------
 
 
@@ -336,6 +431,39 @@ def _go_build(source: Path, output: Path) -> None:
          cwd=source)
 
 
+def local_bases(dockerfile: str) -> set[str]:
+    """The images a Dockerfile builds FROM (``AS`` names and ``--platform`` dropped); pure."""
+    bases = set()
+    for line in dockerfile.splitlines():
+        fields = line.split()
+        if fields and fields[0].upper() == "FROM":
+            refs = [f for f in fields[1:] if not f.startswith("--")]
+            if refs:
+                bases.add(refs[0])
+    return bases
+
+
+def bundle_sdk(target: Path) -> None:
+    """Copy the SOA SDK (``bizcloud.soa``, ``bizcloud.usersplit``) and kazoo into ``target``.
+
+    The SDK modules an app imports use only the standard library, kazoo and ``bizcloud.usersplit``
+    (a rule of ``bizcloud/soa``), so these files are all an app image needs on its PYTHONPATH.
+    """
+    package = Path(__file__).resolve().parent.parent
+    spec = importlib.util.find_spec("kazoo")
+    if spec is None or not spec.submodule_search_locations:
+        raise PrerequisiteError("kazoo is not installed, and app images that use the SOA SDK need it",
+                                hint="run `make setup` (it installs BizCloud's Python dependencies)")
+    kazoo = Path(next(iter(spec.submodule_search_locations)))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+    target.mkdir(parents=True)
+    (target / "bizcloud").mkdir()
+    for module in ("__init__.py", "usersplit.py"):
+        shutil.copy2(package / module, target / "bizcloud" / module)
+    shutil.copytree(package / "soa", target / "bizcloud" / "soa", ignore=ignore)
+    shutil.copytree(kazoo, target / "kazoo", ignore=ignore)
+
+
 def build_image(directory: Path, tag: str, settings: Settings, *, layout: Layout | None = None,
                 progress: Progress = _quiet) -> None:
     """Build image ``tag`` from ``directory`` (its Dockerfile), offline, into the Docker Engine.
@@ -343,18 +471,27 @@ def build_image(directory: Path, tag: str, settings: Settings, *, layout: Layout
     The directory is copied into a temporary build context, so the source tree is never written;
     when it holds a ``go.mod`` the module is first compiled statically into ``<context>/app`` (run
     in the source directory, so Go's module and build caches apply). The build runs with
-    ``--network=none``, FROM images that exist locally, such as ``bizcloud.local/base:busybox``.
+    ``--network=none``, FROM images that exist locally; BizCloud's own bases
+    (``bizcloud.local/base:busybox``, ``bizcloud.local/base:python``) are built first if missing.
     """
     source = directory.expanduser().resolve()
     if not (source / "Dockerfile").is_file():
         raise BuildError(f"no Dockerfile in {source}", hint="an image is built from DIR/Dockerfile")
-    ensure_base_image(settings, layout=layout, progress=progress)
+    dockerfile = (source / "Dockerfile").read_text()
+    bases = local_bases(dockerfile)
+    for base, ensure in ((BASE_IMAGE, ensure_base_image), (PYTHON_BASE_IMAGE, ensure_python_base_image)):
+        if base in bases:
+            ensure(settings, layout=layout, progress=progress)
     with tempfile.TemporaryDirectory(prefix="bizcloud-build-") as tmp:
         context = Path(tmp) / "context"
-        shutil.copytree(source, context, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        shutil.copytree(source, context, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc"))
         if (source / "go.mod").is_file():
             progress(f"compiling the Go module in {source} (static, CGO_ENABLED=0)")
             _go_build(source, context / "app")
+        if SDK_CONTEXT_DIR in dockerfile:
+            progress(f"adding BizCloud's SOA SDK and kazoo to the build context ({SDK_CONTEXT_DIR}/)")
+            bundle_sdk(context / SDK_CONTEXT_DIR)
         progress(f"docker build -t {tag}")
         _docker_build(context, tag, settings, progress=progress)
 

@@ -1,8 +1,8 @@
-"""Local images against the real Docker Engine: the busybox base, the pause sandbox, demo-web.
+"""Local images against the real Docker Engine: the busybox and Python bases, the pause sandbox, the demo.
 
 These start Debian's dockerd through `ensure_docker` when none answers, and leave it running
 (its images are shared by every working copy). Containers run with ``--network=none`` and are
-reached from inside with busybox's ``wget``; every container and test image is removed afterwards.
+reached from inside with Python's urllib; every container and test image is removed afterwards.
 Loading into containerd is covered by the cluster's end-to-end tests, which own a containerd.
 """
 
@@ -21,20 +21,25 @@ import pytest
 from bizcloud.cluster.configs import PAUSE_IMAGE
 from bizcloud.cluster.images import (
     BASE_IMAGE,
+    PYTHON_BASE_IMAGE,
+    apt_mirror,
     build_image,
     ensure_base_image,
     ensure_docker,
     ensure_pause_image,
+    ensure_python_base_image,
+    local_bases,
     normalized_ref,
 )
 from bizcloud.cluster.layout import Layout
 from bizcloud.errors import BuildError
 from bizcloud.settings import Settings
+from bizcloud.usersplit import bucket
 
 pytestmark = pytest.mark.e2e
 
-DEMO_WEB = Path(__file__).resolve().parents[2] / "examples" / "demo-web"
-DEMO_TAG = "bizcloud.local/demo-web:e2e-test"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
+DEMO_TAG = "bizcloud.local/demo:e2e-test"
 
 Docker = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -70,19 +75,36 @@ def _name() -> str:
     return f"bizcloud-test-{uuid.uuid4().hex[:8]}"
 
 
-def http(docker: Docker, container: str, path: str, *, post: bool = False) -> tuple[bool, str]:
-    """GET (or POST) http://127.0.0.1:8080PATH from inside the container: (succeeded, body or error)."""
-    argv = ["exec", container, "wget", "-q", "-O-"]  # no -T: busybox 1.35-static wget segfaults with it
-    if post:
-        argv.append("--post-data=")
-    proc = docker(*argv, f"http://127.0.0.1:8080{path}", check=False)
-    return proc.returncode == 0, (proc.stdout if proc.returncode == 0 else proc.stderr).strip()
+# The app images have Python but no wget or curl: requests are made from inside with urllib.
+_FETCH = """
+import sys, urllib.request, urllib.error
+url, method, uid = sys.argv[1:4]
+req = urllib.request.Request(url, method=method, headers={"X-User-Id": uid} if uid else {})
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+except OSError as e:
+    status, body = 0, str(e).encode()
+print(status)
+sys.stdout.write(body.decode())
+"""
 
 
-def wait_ready(docker: Docker, container: str, *, timeout: float = 15) -> None:
+def http(docker: Docker, container: str, path: str, *, post: bool = False, port: int = 8080,
+         uid: str = "") -> tuple[int, str]:
+    """(status, body) of a request to 127.0.0.1:PORT PATH from inside the container; 0: no answer."""
+    proc = docker("exec", container, "python3", "-c", _FETCH, f"http://127.0.0.1:{port}{path}",
+                  "POST" if post else "GET", uid, check=False)
+    status, _, body = proc.stdout.partition("\n")
+    return (int(status), body.strip()) if status.isdigit() else (0, proc.stderr.strip())
+
+
+def wait_ready(docker: Docker, container: str, *, port: int = 8080, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if http(docker, container, "/healthz")[0]:
+        if http(docker, container, "/healthz", port=port)[0] == 200:
             return
         time.sleep(0.2)
     logs = docker("logs", container, check=False)
@@ -139,7 +161,7 @@ class TestPauseImage:
 
 @pytest.fixture(scope="module")
 def demo_image(settings: Settings, docker: Docker) -> Iterator[str]:
-    build_image(DEMO_WEB, DEMO_TAG, settings)
+    build_image(DEMO, DEMO_TAG, settings)
     yield DEMO_TAG
     # Containers first: an image a container still uses would only be untagged, left dangling.
     users = docker("ps", "-aq", "--filter", f"ancestor={DEMO_TAG}", check=False).stdout.split()
@@ -148,68 +170,90 @@ def demo_image(settings: Settings, docker: Docker) -> Iterator[str]:
     docker("rmi", DEMO_TAG, check=False)
 
 
-def run_demo(docker: Docker, image: str, *env: str) -> str:
+def run_demo(docker: Docker, image: str, *env: str, role: str = "web") -> str:
     container = _name()
     argv = ["run", "-d", "--network=none", "--name", container]
     for pair in env:
         argv += ["-e", pair]
-    docker(*argv, image)
-    wait_ready(docker, container)
+    docker(*argv, image, role)
+    wait_ready(docker, container, port=8080 if role == "web" else 20880)
     return container
 
 
-class TestDemoWeb:
+class TestPythonBase:
+    def test_runs_python_as_nobody_without_a_network(self, settings: Settings, docker: Docker) -> None:
+        ensure_python_base_image(settings)
+        proc = docker("run", "--rm", "--network=none", "--user", "65534", PYTHON_BASE_IMAGE,
+                      "python3", "-c", "import json, sqlite3, ssl, os; print(os.getuid(), json.dumps([1]))")
+        assert proc.stdout.strip() == "65534 [1]"
+
+    def test_is_built_once(self, settings: Settings, docker: Docker) -> None:
+        before = inspect(docker, PYTHON_BASE_IMAGE, "{{.Id}}")
+        assert ensure_python_base_image(settings) == PYTHON_BASE_IMAGE
+        assert inspect(docker, PYTHON_BASE_IMAGE, "{{.Id}}") == before
+
+
+class TestDemoApp:
     def test_build_leaves_the_source_untouched(self, demo_image: str) -> None:
-        assert not (DEMO_WEB / "app").exists()
+        assert not (DEMO / "bizcloud-sdk").exists()
 
-    def test_image_runs_the_static_binary_as_nobody(self, docker: Docker, demo_image: str) -> None:
-        assert inspect(docker, demo_image, "{{json .Config.Entrypoint}}") == '["/app"]'
+    def test_image_carries_the_sdk_and_runs_as_nobody(self, docker: Docker, demo_image: str) -> None:
+        assert inspect(docker, demo_image, "{{json .Config.Entrypoint}}") == '["python3","-m","demoapp"]'
         assert inspect(docker, demo_image, "{{.Config.User}}") == "65534"
+        proc = docker("run", "--rm", "--network=none", "--entrypoint", "python3", demo_image, "-c",
+                      "import kazoo, bizcloud.soa.consumer, bizcloud.usersplit as u; print(u.bucket('42'))")
+        assert proc.stdout.strip() == str(bucket("42"))
 
-    def test_answers_with_its_identity(self, docker: Docker, demo_image: str) -> None:
+    def test_web_answers_with_its_identity(self, docker: Docker, demo_image: str) -> None:
         container = run_demo(docker, demo_image, "SERVICE=demo-web", "VERSION=v7", "GROUP=gray", "ENV=dev",
                              "NODE_NAME=node-1", "POD_IP=10.88.0.9")
-        ok, body = http(docker, container, "/")
-        assert ok, body
-        hostname = docker("exec", container, "hostname").stdout.strip()
-        assert json.loads(body) == {"service": "demo-web", "pod": hostname, "ip": "10.88.0.9",
+        status, body = http(docker, container, "/")
+        assert status == 200, body
+        hostname = docker("exec", container, "python3", "-c", "import socket; print(socket.gethostname())")
+        assert json.loads(body) == {"service": "demo-web", "pod": hostname.stdout.strip(), "ip": "10.88.0.9",
                                     "version": "v7", "group": "gray", "env": "dev", "node": "node-1"}
         line = json.loads(docker("logs", container).stdout.strip().splitlines()[-1])
         assert (line["msg"], line["path"], line["status"]) == ("request", "/", 200)
 
+    def test_api_answers_calls_of_its_interfaces_only(self, docker: Docker, demo_image: str) -> None:
+        container = run_demo(docker, demo_image, "SERVICE=demo-api", "SOA_INTERFACES=com.example.Echo",
+                             role="api")
+        status, body = http(docker, container, "/com.example.Echo/greet", port=20880, uid="u-7")
+        assert status == 200, body
+        answer = json.loads(body)
+        assert (answer["interface"], answer["method"], answer["uid"], answer["service"]) == (
+            "com.example.Echo", "greet", "u-7", "demo-api")
+        assert http(docker, container, "/com.example.Other/greet", port=20880)[0] == 404
+
     def test_fail_switch_makes_root_answer_500(self, docker: Docker, demo_image: str) -> None:
         container = run_demo(docker, demo_image, "VERSION=v1")
-        ok, body = http(docker, container, "/admin/fail?rate=100", post=True)
-        assert (ok, json.loads(body)) == (True, {"rate": 100, "mode": "error"})
+        status, body = http(docker, container, "/admin/fail?rate=100", post=True)
+        assert (status, json.loads(body)) == (200, {"rate": 100, "mode": "error"})
         assert json.loads(http(docker, container, "/admin/fail")[1]) == {"rate": 100, "mode": "error"}
-        ok, error = http(docker, container, "/")
-        assert not ok
-        assert "500" in error
-        assert http(docker, container, "/healthz") == (True, "ok")
+        assert http(docker, container, "/")[0] == 500
+        assert http(docker, container, "/healthz") == (200, "ok")
         http(docker, container, "/admin/fail?rate=0", post=True)
-        ok, body = http(docker, container, "/")
-        assert ok
+        status, body = http(docker, container, "/")
+        assert status == 200
         assert json.loads(body)["version"] == "v1"
 
     def test_health_mode_fails_readiness_only(self, docker: Docker, demo_image: str) -> None:
         container = run_demo(docker, demo_image)
         http(docker, container, "/admin/fail?rate=100&mode=health", post=True)
-        ok, error = http(docker, container, "/healthz")
-        assert not ok
-        assert "503" in error
-        assert http(docker, container, "/")[0]
+        assert http(docker, container, "/healthz")[0] == 503
+        assert http(docker, container, "/")[0] == 200
 
     def test_fail_rate_from_the_environment(self, docker: Docker, demo_image: str) -> None:
         container = run_demo(docker, demo_image, "FAIL_RATE=100")
         assert json.loads(http(docker, container, "/admin/fail")[1]) == {"rate": 100, "mode": "error"}
-        assert not http(docker, container, "/")[0]
+        assert http(docker, container, "/")[0] == 500
 
     @pytest.mark.parametrize("query", ["rate=101", "rate=-1", "rate=x", "rate=5&mode=sometimes"])
     def test_fail_switch_rejects_bad_values(self, docker: Docker, demo_image: str, query: str) -> None:
         container = run_demo(docker, demo_image)
-        ok, error = http(docker, container, f"/admin/fail?{query}", post=True)
-        assert not ok
-        assert "400" in error
+        status, body = http(docker, container, f"/admin/fail?{query}", post=True)
+        assert status == 400
+        assert "must be" in json.loads(body)["error"]
 
     def test_stops_gracefully_on_sigterm(self, docker: Docker, demo_image: str) -> None:
         container = run_demo(docker, demo_image)
@@ -217,7 +261,7 @@ class TestDemoWeb:
         docker("stop", "--time", "10", container)
         assert time.monotonic() - started < 5
         assert inspect(docker, container, "{{.State.ExitCode}}") == "0"
-        assert '"msg":"stopped"' in docker("logs", container).stdout
+        assert '"msg": "stopped"' in docker("logs", container).stdout
 
 
 # --- build failures -----------------------------------------------------------------------------
@@ -235,6 +279,20 @@ class TestBuildErrors:
         (tmp_path / "Dockerfile").write_text("FROM bizcloud.local/base:busybox\nCOPY missing.txt /x\n")
         with pytest.raises(BuildError, match=r"docker build of bizcloud.local/broken:test failed: .*missing"):
             build_image(tmp_path, "bizcloud.local/broken:test", settings)
+
+    def test_a_go_module_is_compiled_into_the_image(self, settings: Settings, docker: Docker,
+                                                    tmp_path: Path) -> None:
+        (tmp_path / "go.mod").write_text("module example.com/hello\n\ngo 1.24\n")
+        (tmp_path / "main.go").write_text(
+            'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n')
+        (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY app /app\nENTRYPOINT [\"/app\"]\n")
+        tag = "bizcloud.local/hello-go:test"
+        build_image(tmp_path, tag, settings)
+        try:
+            assert docker("run", "--rm", "--network=none", tag).stdout.strip() == "hi"
+            assert not (tmp_path / "app").exists()
+        finally:
+            docker("rmi", tag, check=False)
 
     def test_a_directory_without_dockerfile_is_refused(self, settings: Settings, tmp_path: Path) -> None:
         with pytest.raises(BuildError, match="no Dockerfile"):
@@ -259,3 +317,23 @@ class TestBuildErrors:
 ])
 def test_normalized_ref(ref: str, normalized: str) -> None:
     assert normalized_ref(ref) == normalized
+
+
+def test_local_bases_reads_every_from_line() -> None:
+    dockerfile = ("# FROM nothing\nFROM --platform=linux/amd64 bizcloud.local/base:python AS build\n"
+                  "RUN true\nfrom bizcloud.local/base:busybox\n")
+    assert local_bases(dockerfile) == {PYTHON_BASE_IMAGE, BASE_IMAGE}
+
+
+@pytest.mark.parametrize(("sources", "deb822", "mirror"), [
+    ("deb http://ftp.de.debian.org/debian bookworm main\n", [], "http://ftp.de.debian.org/debian"),
+    ("deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian/ bookworm main\n", [],
+     "https://mirror.example/debian"),
+    ("# deb http://commented.example/debian bookworm main\n", [], None),
+    ("", ["Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n"
+          "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"], "http://deb.debian.org/debian"),
+    ("", ["Types: deb-src\nURIs: http://src.example/debian\n"], None),
+    ("", ["Types: deb\nEnabled: no\nURIs: http://off.example/debian\n"], None),
+])
+def test_apt_mirror(sources: str, deb822: list[str], mirror: str | None) -> None:
+    assert apt_mirror(sources, deb822) == mirror

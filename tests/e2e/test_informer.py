@@ -59,7 +59,7 @@ def pod(name: str, namespace: str, *, service: str | None) -> Obj:
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"schedulingGates": [{"name": "bizcloud.io/never"}],
                      "automountServiceAccountToken": False,
-                     "containers": [{"name": "app", "image": "demo-web:v1",
+                     "containers": [{"name": "app", "image": "demo:v1",
                                      "imagePullPolicy": "IfNotPresent"}]}}
 
 

@@ -1,3 +1,0 @@
-module bizcloud.local/examples/demo-web
-
-go 1.24
