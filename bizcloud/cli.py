@@ -238,6 +238,19 @@ def monitor() -> None:
     _guard(lambda: monitor_main(get_settings()))
 
 
+@app.command("gateway")
+def gateway(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="nginx worker processes.")] = 2,
+    balance: Annotated[str, typer.Option(help="Peer choice: round_robin or least_conn.")] = "round_robin",
+    peer: Annotated[list[str] | None, typer.Option(
+        help="Admin URL of another gateway to keep in sync (repeatable).")] = None,
+) -> None:
+    """Run the access-layer gateway: nginx + Lua upstreams that follow the catalog without reloads."""
+    from bizcloud.daemons import gateway_main  # noqa: PLC0415 - keeps the gateway out of other commands
+
+    _guard(lambda: gateway_main(get_settings(), workers=workers, balance=balance, peers=tuple(peer or ())))
+
+
 def _api_get(path: str, params: dict[str, str] | None = None) -> Any:
     url = f"{stack.api_url(get_settings())}/api/v1{path}"
     try:

@@ -27,6 +27,7 @@ from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.cluster import lifecycle
+from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
 from bizcloud.kube.errors import Conflict, NotFound
@@ -135,6 +136,33 @@ def monitor_main(settings: Settings) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await run_monitor(settings, stop=stop, metrics_port=settings.monitor_metrics_port)
+
+    asyncio.run(main())
+
+
+# --- gateway -----------------------------------------------------------------------------------
+
+def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_robin",
+                 peers: tuple[str, ...] = ()) -> None:
+    """`bizcloud gateway`: nginx + Lua on the catalog's routes, following its change stream."""
+    from bizcloud.gateway.nginxconf import GatewayConfig  # noqa: PLC0415
+    from bizcloud.gateway.runner import run_gateway  # noqa: PLC0415
+
+    configure_logging()
+    if balance not in ("round_robin", "least_conn"):
+        raise BizCloudError(f"balance: {balance!r} is not a policy", hint="use round_robin or least_conn")
+    config = GatewayConfig(host=settings.gateway_host, port=settings.gateway_port,
+                           admin_port=settings.gateway_admin_port, workers=workers,
+                           balance="least_conn" if balance == "least_conn" else "round_robin")
+    catalog_url = f"http://{settings.server_host}:{settings.server_port}"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_gateway(config=config, prefix=settings.resolved_state_dir() / "gateway",
+                          catalog_url=catalog_url, stop=stop, peers=peers)
 
     asyncio.run(main())
 

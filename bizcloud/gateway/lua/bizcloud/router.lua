@@ -1,0 +1,93 @@
+-- The request path before the balancer: host + path -> route -> service's gray policy -> group.
+--
+-- Runs in the access phase on the worker's synced copy (state.lua); it never decodes JSON and
+-- never throws. An unknown host or path answers 404 with a short body; a service with no instance
+-- in either group answers 503. The group is chosen by user ID exactly as `bizcloud.usersplit`
+-- does in Python: whitelisted, or bucket(uid) < ratio x 100, with bucket the first 32 bits of the
+-- MD5 of the uid, mod 10000. When the chosen group is empty and the policy allows it, the other
+-- group serves the request and the fallback is counted.
+local state = require("bizcloud.state")
+local stats = require("bizcloud.stats")
+
+local ngx = ngx
+local cache = state.cache
+local tonumber = tonumber
+
+local _M = {}
+
+local BUCKETS = 10000
+local DEFAULT_POLICY = { threshold = 0, whitelist = {}, fallback = true, var = "http_x_user_id" }
+
+function _M.bucket(uid)
+    return tonumber(ngx.md5(uid):sub(1, 8), 16) % BUCKETS
+end
+
+local function prefix_matches(prefix, uri)
+    if prefix == "/" then return true end
+    if uri:sub(1, #prefix) ~= prefix then return false end
+    -- "/shop" matches "/shop" and "/shop/..." but not "/shopping"
+    return #uri == #prefix or prefix:sub(-1) == "/" or uri:sub(#prefix + 1, #prefix + 1) == "/"
+end
+
+local function find(list, uri)
+    if not list then return nil end
+    for i = 1, #list do
+        local route = list[i]
+        if prefix_matches(route.prefix, uri) then return route end
+    end
+    return nil
+end
+
+function _M.match(host, uri)
+    return find(cache.by_host[host], uri) or find(cache.any_host, uri)
+end
+
+function _M.group_for(policy, uid)
+    if uid == nil or uid == "" then return "normal" end
+    if policy.whitelist[uid] then return "gray" end
+    if policy.threshold > 0 and _M.bucket(uid) < policy.threshold then return "gray" end
+    return "normal"
+end
+
+local function answer(status, message)
+    ngx.status = status
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.say(message)
+    return ngx.exit(status)
+end
+
+-- access_by_lua: pick the route and the group, leave the peers for the balancer in ngx.ctx.
+function _M.route()
+    state.sync()
+    local host, uri = ngx.var.host, ngx.var.uri
+    local route = _M.match(host, uri)
+    if route == nil then
+        stats.no_route()
+        return answer(404, "bizcloud gateway: no route for host " .. host .. " path " .. uri)
+    end
+    local policy = cache.policies[route.service] or DEFAULT_POLICY
+    local uid = ngx.var[policy.var]
+    local group = _M.group_for(policy, uid)
+    local upstream = cache.upstreams[route.key]
+    local peers = upstream and upstream[group]
+    if (peers == nil or #peers == 0) and policy.fallback then
+        local other = group == "gray" and "normal" or "gray"
+        local others = upstream and upstream[other]
+        if others and #others > 0 then
+            stats.fallback(route.service, route.env, group, other)
+            group, peers = other, others
+        end
+    end
+    local ctx = ngx.ctx
+    ctx.service, ctx.env, ctx.group = route.service, route.env, group
+    if peers == nil or #peers == 0 then
+        ctx.status_only = true
+        return answer(503, "bizcloud gateway: no instance of " .. route.service .. " in " .. route.env
+            .. " (" .. group .. ")")
+    end
+    ctx.key, ctx.peers = route.key, peers
+    ngx.req.set_header("X-BizCloud-Group", group)
+    ngx.header["X-BizCloud-Group"] = group
+end
+
+return _M
