@@ -1,9 +1,10 @@
-"""The API server's assembly: the catalog's routes, /metrics, /healthz and one log line per request.
+"""The API server's assembly: the catalog's routes, accounts, the WebShell, the console, /metrics, /healthz.
 
 This is the top of the request path (uvicorn -> this app -> catalog API -> store -> SQL). Creating
-the app does no I/O; its lifespan migrates the database to the newest schema, opens the store and
-the change stream's revision watch, and closes them again, so the same function serves
-``bizcloud server``, tests on a random port and anything that embeds the app.
+the app does no I/O; its lifespan migrates the database to the newest schema, opens the stores,
+the change stream's revision watch and the cluster's kubeconfig (for shells), and closes them
+again, so the same function serves ``bizcloud server``, tests on a random port and anything that
+embeds the app. Every mutating API request passes ``AuditGuard`` (401/403 and an audit row).
 """
 
 from __future__ import annotations
@@ -15,18 +16,28 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import Histogram, make_asgi_app
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bizcloud import __version__
+from bizcloud.accounts.store import AccountStore
 from bizcloud.catalog.api import get_store
 from bizcloud.catalog.api import router as catalog_router
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.errors import CatalogUnavailable
 from bizcloud.catalog.feed import RevisionWatch
 from bizcloud.catalog.store import CatalogStore
+from bizcloud.cluster import lifecycle
+from bizcloud.errors import BizCloudError
+from bizcloud.kube import config as kube_config
+from bizcloud.kube.config import KubeConfig
+from bizcloud.settings import Settings
+from bizcloud.web import accounts_api, console, shell_api
+from bizcloud.web.auth import AuditGuard, guard_catalog
 
 access_log = logging.getLogger("bizcloud.web.access")
 
@@ -34,8 +45,14 @@ REQUEST_SECONDS = Histogram("bizcloud_http_request_duration_seconds", "HTTP requ
                             ["method", "route", "status"])
 
 
-def create_app(*, database_url: str, poll_interval: float = 0.05) -> FastAPI:
-    """The BizCloud API on the catalog database at ``database_url`` (migrated at startup)."""
+def create_app(*, database_url: str, poll_interval: float = 0.05,
+               settings: Settings | None = None) -> FastAPI:
+    """The BizCloud API on the catalog database at ``database_url`` (migrated at startup).
+
+    ``settings`` says where shell recordings go, which cluster and Docker Engine shells reach, the
+    keepalive interval and the production environments (defaults: the embedded ones).
+    """
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +63,13 @@ def create_app(*, database_url: str, poll_interval: float = 0.05) -> FastAPI:
             watch = RevisionWatch(store.latest_revision, interval=poll_interval)
             app.state.catalog_store = store
             app.state.revision_watch = watch
+            app.state.account_store = AccountStore(engine)
+            app.state.recordings_dir = settings.resolved_state_dir() / "recordings"
+            app.state.kube_config = await asyncio.to_thread(_kube_config, settings)
+            app.state.docker_host = settings.docker_host
+            app.state.shell_keepalive_s = settings.shell_keepalive_s
+            app.state.production_envs = frozenset(e.strip() for e in settings.production_envs.split(",")
+                                                  if e.strip())
             try:
                 yield
             finally:
@@ -55,7 +79,17 @@ def create_app(*, database_url: str, poll_interval: float = 0.05) -> FastAPI:
 
     app = FastAPI(title="BizCloud", version=__version__, lifespan=lifespan,
                   description="Private cloud on Kubernetes: service catalog, change stream, operations.")
-    app.include_router(catalog_router)
+    app.include_router(catalog_router, dependencies=[Depends(guard_catalog)])
+    app.include_router(accounts_api.router)
+    app.include_router(shell_api.router)
+    app.include_router(console.router)
+    if console.FRONTEND_DIR.is_dir():  # `make setup` installs it (npm ci); without it only shells are missing
+        app.mount("/static/xterm", StaticFiles(directory=console.FRONTEND_DIR / "@xterm"), name="xterm")
+    app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console/")
     # A plain route, not a mount: a mount would answer /metrics with a redirect to /metrics/.
     metrics = _AsgiEndpoint(make_asgi_app())
     app.router.routes.append(Route("/metrics", endpoint=metrics, include_in_schema=False))
@@ -69,8 +103,18 @@ def create_app(*, database_url: str, poll_interval: float = 0.05) -> FastAPI:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, e.one_line()) from e
         return {"status": "ok", "revision": revision}
 
+    app.add_middleware(AuditGuard)
     app.add_middleware(AccessLog)
     return app
+
+
+def _kube_config(settings: Settings) -> KubeConfig | None:
+    """The cluster shells reach; None (shells answer 503) when there is no usable kubeconfig."""
+    try:
+        return kube_config.load(lifecycle.kubeconfig_path(settings))
+    except BizCloudError as e:
+        access_log.warning(json.dumps({"msg": "no kubeconfig for the WebShell", "error": e.one_line()}))
+        return None
 
 
 class _AsgiEndpoint:

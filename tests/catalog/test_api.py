@@ -14,6 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
+from bizcloud.accounts.roles import Role
+from bizcloud.accounts.store import AccountStore
 from bizcloud.catalog.db import make_engine
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.monitor.model import EventType, Group
@@ -47,7 +49,13 @@ def server(db_url: str) -> Iterator[Server]:
 
 @pytest.fixture
 async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+    """Logged in as an ops user (mutations need a user since the console's accounts; reads do not)."""
+    engine = make_engine(server.db_url)
+    accounts = AccountStore(engine)
+    accounts.create_user(name="ops", password="ops-password", role=Role.OPS)
+    headers = {"Authorization": f"Bearer {accounts.issue_token(user='ops')}"}
+    engine.dispose()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, headers=headers) as c:
         yield c
 
 
