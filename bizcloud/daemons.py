@@ -172,7 +172,9 @@ def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_
 def server_main(settings: Settings) -> None:
     """`bizcloud server`: the REST API (OpenAPI at /openapi.json, metrics at /metrics)."""
     configure_logging()
-    app = create_app(database_url=settings.resolved_database_url())
+    app = create_app(database_url=settings.resolved_database_url(), settings=settings)
     # Long-polls of the change stream may be waiting: let them go after 2 s instead of 60.
+    # WebSocket pings every shell_keepalive_s keep idle shells alive through proxies' idle timeouts.
     uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=2)
+                access_log=False, timeout_graceful_shutdown=2, ws_ping_interval=settings.shell_keepalive_s,
+                ws_ping_timeout=max(20.0, settings.shell_keepalive_s), ws_max_size=1 << 20)
