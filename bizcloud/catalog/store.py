@@ -246,7 +246,7 @@ class CatalogStore:
                 s.add(row)
             row.ratio, row.fallback = policy.ratio, policy.fallback
             row.whitelist = sorted(set(policy.whitelist))
-            row.uid_source, row.uid_name = policy.uid_source.value, policy.uid_name
+            row.uid_source, row.uid_name = UidSource(policy.uid_source).value, policy.uid_name
             row.updated_at = models.utcnow()
             s.flush()
             out = _gray_out(row)

@@ -42,11 +42,11 @@ async def _seed(catalog_url: str, stop: asyncio.Event) -> RoutingState | None:
 
 
 async def run_gateway(*, config: GatewayConfig, prefix: Path, catalog_url: str, stop: asyncio.Event,
-                      peers: Sequence[str] = ()) -> Nginx:
+                      peers: Sequence[str] = (), wait_s: float = 30.0) -> Nginx:
     """Run until ``stop``; returns the (stopped) nginx handle, whose ``starts`` tests read."""
     nginx = Nginx(config, GatewayPaths(prefix))
     own = f"http://127.0.0.1:{config.admin_port}"
-    syncer = Syncer(catalog_url=catalog_url, targets=[own, *peers])
+    syncer = Syncer(catalog_url=catalog_url, targets=[own, *peers], wait_s=wait_s)
     seed = await _seed(catalog_url, stop)
     if seed is None:
         return nginx
