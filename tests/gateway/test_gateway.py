@@ -121,7 +121,8 @@ def test_user_id_from_a_cookie_or_query_and_fallback_when_a_group_is_empty(
     normal = backends[0]
     _up(store, normal)
     _route(store)
-    store.set_gray(policy=GrayPolicyOut(service="shop", ratio=100, uid_source=UidSource.COOKIE, uid_name="uid"))
+    store.set_gray(policy=GrayPolicyOut(service="shop", ratio=100, uid_source=UidSource.COOKIE,
+                                        uid_name="uid"))
     eventually(lambda: gateway.table()["policies"].get("shop", {}).get("uid_source") == "cookie",
                what="policy")
     answer = httpx.get(f"{gateway.url}/x", cookies={"uid": "u1"})
@@ -148,8 +149,9 @@ def test_bad_input_unknown_routes_and_malformed_pushes(gateway: Gateway, store: 
         assert missing.status_code == 404 and f"no route for host {host} path {path}" in missing.text
     before = gateway.table()
     bad_peer = '{"revision": 999, "upstreams": {"shop/dev": {"normal": [{"ip": "%s", "port": %d}]}}}'
-    for body in ("not json", "[]", '{"revision": -1}', bad_peer % ("10.0.0.300", 80), bad_peer % ("10.0.0.3", 0),
-                 '{"revision": 999, "routes": [{"host": "x", "path_prefix": "no", "service": "s", "env": "e"}]}',
+    bad_route = '{"revision": 9, "routes": [{"host": "x", "path_prefix": "no", "service": "s", "env": "e"}]}'
+    for body in ("not json", "[]", '{"revision": -1}', bad_peer % ("10.0.0.300", 80),
+                 bad_peer % ("10.0.0.3", 0), bad_route,
                  '{"revision": 999, "policies": {"shop": {"ratio": 150}}}'):
         answer = httpx.post(f"{gateway.admin}/bizcloud/upstreams", content=body)
         assert answer.status_code == 400, body
