@@ -37,11 +37,18 @@ def sample_zookeeper(settings: Settings) -> str:
     return settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}"
 
 
-def sample_manifest(image: str, zookeeper: str = "$(HOST_IP):2181") -> str:
-    """The sample's manifest with its image and registry address replaced. Purely computational."""
+def sample_manifest(image: str, zookeeper: str = "$(HOST_IP):2181", image_id: str | None = None) -> str:
+    """The sample's manifest with its image and registry address replaced. Purely computational.
+
+    ``image_id`` (a locally built image's content ID) goes into the pod template's annotations, so
+    a rebuilt image under the same tag rolls the pods instead of leaving the old ones running.
+    """
     docs = [doc for doc in yaml.safe_load_all((SAMPLE_DIR / "k8s.yaml").read_text()) if doc]
     for doc in docs:
         if doc["kind"] == "Deployment":
+            if image_id:
+                template = doc["spec"]["template"]["metadata"]
+                template.setdefault("annotations", {})["bizcloud.io/image-id"] = image_id
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 container["image"] = image
                 for var in container.get("env", []):
@@ -56,13 +63,15 @@ def deploy_sample(settings: Settings, *, step: Step) -> None:
     On an existing cluster (``settings.kubeconfig``) the image is not built here: that cluster's
     nodes pull ``settings.sample_image`` from wherever it was pushed.
     """
+    built = None
     if settings.kubeconfig is None:
         step(f"building image {settings.sample_image}")
         images.build_image(SAMPLE_DIR, settings.sample_image, settings)
         images.load_into_containerd(settings.sample_image, lifecycle.layout_of(settings).containerd_socket)
+        built = images.image_id(settings.sample_image, settings)
     step(f"deploying {' and '.join(SAMPLE_SERVICES)} to {SAMPLE_NAMESPACE}")
     kubectl = lifecycle.kubectl(settings)
-    kubectl.apply(sample_manifest(settings.sample_image, sample_zookeeper(settings)))
+    kubectl.apply(sample_manifest(settings.sample_image, sample_zookeeper(settings), built))
     for service in SAMPLE_SERVICES:
         kubectl.run("rollout", "status", f"deployment/{service}", "-n", SAMPLE_NAMESPACE, "--timeout=180s",
                     timeout=200)

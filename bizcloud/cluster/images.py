@@ -53,6 +53,7 @@ __all__ = [
     "ensure_pause_image",
     "ensure_python_base_image",
     "image_exists",
+    "image_id",
     "in_containerd",
     "load_into_containerd",
     "normalized_ref",
@@ -217,11 +218,16 @@ def _default_layout(settings: Settings, layout: Layout | None) -> Layout:
     return layout if layout is not None else Layout(settings.resolved_state_dir())
 
 
-def image_exists(tag: str, settings: Settings) -> bool:
-    """Whether the Docker Engine has an image named ``tag``."""
+def image_id(tag: str, settings: Settings) -> str | None:
+    """The content ID (``sha256:…``) of image ``tag`` in the Docker Engine, or None if it has none."""
     proc = subprocess.run([_docker_cli(), "image", "inspect", "--format", "{{.Id}}", tag],
                           env=_docker_env(settings), capture_output=True, text=True, timeout=30, check=False)
-    return proc.returncode == 0
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def image_exists(tag: str, settings: Settings) -> bool:
+    """Whether the Docker Engine has an image named ``tag``."""
+    return image_id(tag, settings) is not None
 
 
 def _docker_build(context: Path, tag: str, settings: Settings, *, progress: Progress) -> None:

@@ -10,21 +10,25 @@ the interface's consumer whitelist through the SDK's provider helper and refused
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from bizcloud.soa.provider import Whitelist
-
-from demoapp.common import App, Identity, Reply, Request, log, serve
+from demoapp.common import App, Identity, Reply, Request, keep_trying, log, serve
 from demoapp.web import DEFAULT_INTERFACE
 
+Guard = tuple[Whitelist, threading.Event]
 
-def build(identity: Identity, interfaces: list[str], whitelists: dict[str, Whitelist]) -> App:
+
+def build(identity: Identity, interfaces: list[str], whitelists: dict[str, Guard]) -> App:
     app = App(identity)
 
     def handler(interface: str) -> Callable[[Request], Reply]:
         def call(request: Request) -> Reply:
-            whitelist = whitelists.get(interface)
-            if whitelist is not None and not whitelist.allows(request.client_ip):
+            guard = whitelists.get(interface)
+            if guard is not None and not guard[1].is_set():  # fail closed until the rule is known
+                return 503, {"error": f"the whitelist of {interface} is not loaded yet (no registry)"}
+            if guard is not None and not guard[0].allows(request.client_ip):
                 return 403, {"error": f"consumer {request.client_ip} is not on the whitelist of {interface}"}
             method = request.path.removeprefix(f"/{interface}/") or "hello"
             return 200, {"interface": interface, "method": method, "uid": request.headers.get("x-user-id"),
@@ -40,16 +44,20 @@ def main() -> int:
     listed = os.environ.get("SOA_INTERFACES", DEFAULT_INTERFACE).split(",")
     interfaces = [i.strip() for i in listed if i.strip()]
     hosts = os.environ.get("ZK_HOSTS", "")
-    whitelists: dict[str, Whitelist] = {}
+    whitelists: dict[str, Guard] = {}
+    stopped = threading.Event()
     if hosts:
         for interface in interfaces:
-            whitelists[interface] = Whitelist(hosts, interface)
-            whitelists[interface].start()
+            whitelist = Whitelist(hosts, interface)
+            whitelists[interface] = (whitelist, keep_trying(whitelist.start, f"whitelist of {interface}",
+                                                            stopped=stopped))
         log("soa provider", zookeeper=hosts, interfaces=interfaces)
 
     def stop() -> None:
-        for whitelist in whitelists.values():
-            whitelist.stop()
+        stopped.set()
+        for whitelist, loaded in whitelists.values():
+            if loaded.is_set():
+                whitelist.stop()
 
     return serve(build(Identity.from_env(), interfaces, whitelists), int(os.environ.get("PORT", "20880")),
                  on_stop=stop)

@@ -94,6 +94,33 @@ class FailSwitch:
         return self.mode == mode and self.rate > 0 and random.randrange(100) < self.rate
 
 
+def keep_trying(start: Callable[[], object], what: str, *, stopped: threading.Event) -> threading.Event:
+    """Run ``start`` in the background until it succeeds; the returned event is set when it has.
+
+    The registry may come up after the app (or be down for a while): the app serves meanwhile and
+    answers what depends on the registry with a clear error instead of crashing or blocking.
+    """
+    done = threading.Event()
+
+    def loop() -> None:
+        delay = 0.5
+        while not stopped.is_set():
+            try:
+                start()
+            except Exception as e:  # any failure to connect: log, wait, retry
+                log("registry not reachable yet", what=what, error=f"{type(e).__name__}: {e}",
+                    retry_in_s=delay)
+                stopped.wait(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                log("registry connected", what=what)
+                done.set()
+                return
+
+    threading.Thread(target=loop, name=f"connect {what}", daemon=True).start()
+    return done
+
+
 Reply = tuple[int, Any]
 Route = Callable[["Request"], Reply]
 

@@ -16,31 +16,26 @@ import threading
 from typing import Any
 
 from bizcloud.soa.consumer import Consumer
-from demoapp.common import App, Identity, Reply, Request, log, serve
+from demoapp.common import App, Identity, Reply, Request, keep_trying, log, serve
 
 DEFAULT_INTERFACE = "io.bizcloud.demo.DemoApi"
 CALL_TIMEOUT_S = 2.0
 
 
 class Backend:
-    """demo-api through the SOA SDK's consumer, connected lazily so ZooKeeper may come up later."""
+    """demo-api through the SOA SDK's consumer, connected in the background (ZooKeeper may be late)."""
 
     def __init__(self, hosts: str, interface: str, service: str) -> None:
         self.hosts, self.interface, self.service = hosts, interface, service
-        self._consumer: Consumer | None = None
-        self._lock = threading.Lock()
-
-    def _connected(self) -> Consumer:
-        with self._lock:
-            if self._consumer is None:
-                consumer = Consumer(self.hosts, self.interface, service=self.service)
-                consumer.start()
-                self._consumer = consumer
-            return self._consumer
+        self.consumer = Consumer(hosts, interface, service=service)
+        self._stopped = threading.Event()
+        self._connected = keep_trying(self.consumer.start, f"consumer of {interface}", stopped=self._stopped)
 
     def call(self, uid: str | None) -> dict[str, Any]:
         """One call to a provider chosen for ``uid``; a refused connection retries another once."""
-        consumer = self._connected()
+        if not self._connected.is_set():
+            raise ConnectionError(f"not connected to the registry at {self.hosts} yet")
+        consumer = self.consumer
         last_error: Exception | None = None
         for _ in range(2):
             provider = consumer.pick(uid)
@@ -65,9 +60,9 @@ class Backend:
         return body
 
     def stop(self) -> None:
-        with self._lock:
-            if self._consumer is not None:
-                self._consumer.stop()
+        self._stopped.set()
+        if self._connected.is_set():
+            self.consumer.stop()
 
 
 def build(identity: Identity, backend: Backend | None) -> App:
