@@ -132,9 +132,45 @@ def start_daemons(settings: Settings, *, step: Step) -> None:
                              pid=running.pid)
 
 
+def gateway_url(settings: Settings) -> str:
+    return f"http://{settings.gateway_host}:{settings.gateway_port}"
+
+
+def gateway_admin_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.gateway_admin_port}"
+
+
+def start_gateway(settings: Settings, *, step: Step) -> None:
+    """Start `bizcloud gateway` (after the server: it seeds from the catalog before nginx listens)."""
+    lay = lifecycle.layout_of(settings)
+    running = processes.read_pidfile(lay.pidfile("gateway"))
+    if running is None:
+        for setting in ("gateway_port", "gateway_admin_port"):
+            processes.require_free(getattr(settings, setting), what="the gateway", setting=setting)
+        step("starting the gateway")
+        running = processes.start(lay, "gateway", [sys.executable, "-m", "bizcloud", "gateway"],
+                                  env=settings_env(settings))
+    processes.wait_until(lambda: _answers(f"{gateway_admin_url(settings)}/healthz"),
+                         what="the gateway did not answer", timeout=60, log=lay.log("gateway"),
+                         pid=running.pid)
+
+
+def ensure_sample_route(settings: Settings) -> None:
+    """The gateway's `/` (any host) goes to the sample service in `dev`; kept if it exists."""
+    body = {"host": "*", "path_prefix": "/", "service": SAMPLE_SERVICE, "env": "dev"}
+    try:
+        response = httpx.post(f"{api_url(settings)}/api/v1/routes", json=body, timeout=10)
+    except httpx.HTTPError as e:
+        raise BizCloudError(f"cannot create the route / -> {SAMPLE_SERVICE}: {e}",
+                            hint="is the server running? see `bizcloud status`") from e
+    if response.status_code not in (201, 409):
+        raise BizCloudError(f"the server refused the route / -> {SAMPLE_SERVICE}: {response.status_code} "
+                            f"{response.text[:200]}", hint="see the server's log")
+
+
 def stop_daemons(settings: Settings) -> list[str]:
     lay = lifecycle.layout_of(settings)
-    return [name for name in ("monitor", "server") if processes.stop(lay, name)]
+    return [name for name in ("gateway", "monitor", "server") if processes.stop(lay, name)]
 
 
 def wait_for_sample_in_catalog(settings: Settings, *, timeout: float = 60) -> list[dict[str, Any]]:
@@ -163,6 +199,8 @@ def up(settings: Settings, *, step: Step) -> dict[str, Any]:
     deploy_sample(settings, step=step)
     step(f"waiting for {SAMPLE_SERVICE} in the catalog")
     wait_for_sample_in_catalog(settings)
+    ensure_sample_route(settings)
+    start_gateway(settings, step=step)
     return endpoints(settings)
 
 
@@ -185,7 +223,9 @@ def endpoints(settings: Settings) -> dict[str, Any]:
     for name, url, extra in (
             ("server", api_url(settings), {"openapi": f"{api_url(settings)}/openapi.json",
                                            "metrics": f"{api_url(settings)}/metrics"}),
-            ("monitor", metrics_url(settings), {})):
+            ("monitor", metrics_url(settings), {}),
+            ("gateway", gateway_url(settings), {"admin": gateway_admin_url(settings),
+                                                "metrics": f"{gateway_admin_url(settings)}/metrics"})):
         running = processes.read_pidfile(lay.pidfile(name))
         result[name] = {"running": running is not None, "pid": running.pid if running else None,
                         "url": url, "log": str(lay.log(name)), **extra}
