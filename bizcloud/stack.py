@@ -156,16 +156,22 @@ def start_gateway(settings: Settings, *, step: Step) -> None:
 
 
 def ensure_sample_route(settings: Settings) -> None:
-    """The gateway's `/` (any host) goes to the sample service in `dev`; kept if it exists."""
-    body = {"host": "*", "path_prefix": "/", "service": SAMPLE_SERVICE, "env": "dev"}
+    """The gateway's `/` (any host) goes to the sample service in `dev`; kept if it exists.
+
+    Written to the catalog's database directly (as the monitor does), not through the API, whose
+    writes need a logged-in user; the ROUTE change reaches gateways on the change stream.
+    """
+    from bizcloud.catalog.db import make_engine  # noqa: PLC0415 - keeps SQLAlchemy out of other commands
+    from bizcloud.catalog.errors import AlreadyExists  # noqa: PLC0415
+    from bizcloud.catalog.store import CatalogStore  # noqa: PLC0415
+
+    engine = make_engine(settings.resolved_database_url())
     try:
-        response = httpx.post(f"{api_url(settings)}/api/v1/routes", json=body, timeout=10)
-    except httpx.HTTPError as e:
-        raise BizCloudError(f"cannot create the route / -> {SAMPLE_SERVICE}: {e}",
-                            hint="is the server running? see `bizcloud status`") from e
-    if response.status_code not in (201, 409):
-        raise BizCloudError(f"the server refused the route / -> {SAMPLE_SERVICE}: {response.status_code} "
-                            f"{response.text[:200]}", hint="see the server's log")
+        CatalogStore(engine).create_route(host="*", path_prefix="/", service=SAMPLE_SERVICE, env="dev")
+    except AlreadyExists:
+        pass
+    finally:
+        engine.dispose()
 
 
 def stop_daemons(settings: Settings) -> list[str]:
