@@ -303,6 +303,98 @@ def instances(
     out.print(table)
 
 
+# --- shell and users ---------------------------------------------------------------------------
+
+@app.command("shell")
+def shell(
+    pod: Annotated[str, typer.Argument(help="Pod name.")],
+    namespace: Annotated[str, typer.Option("-n", "--namespace", help="The pod's namespace.")] = "bc-dev",
+    container: Annotated[str | None, typer.Option("-c", "--container", help="Container (default: first).")]
+    = None,
+) -> None:
+    """A shell in a pod's container, through the BizCloud server (bash, else sh); audited and recorded."""
+    import asyncio  # noqa: PLC0415
+
+    from bizcloud.accounts.bootstrap import cli_token  # noqa: PLC0415
+    from bizcloud.webshell.terminal import run_terminal  # noqa: PLC0415
+
+    settings = get_settings()
+    url = stack.api_url(settings).replace("http://", "ws://", 1) + f"/api/v1/shell/kube/{namespace}/{pod}"
+    if container:
+        url += f"?container={container}"
+    token = cli_token(settings.resolved_state_dir())
+    _guard(lambda: asyncio.run(run_terminal(url, token)))
+
+
+users_app = typer.Typer(help="Console and API users (writes the catalog's database directly).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _accounts() -> Any:
+    from bizcloud.accounts.store import AccountStore  # noqa: PLC0415
+    from bizcloud.catalog.db import make_engine, migrate_engine  # noqa: PLC0415
+
+    engine = make_engine(get_settings().resolved_database_url())
+    migrate_engine(engine)
+    return AccountStore(engine)
+
+
+def _role(value: str) -> None:
+    from bizcloud.accounts.roles import Role  # noqa: PLC0415
+
+    if value not in {r.value for r in Role}:
+        raise BizCloudError(f"role {value!r} is not a role", hint="use viewer, developer, ops or admin")
+
+
+@users_app.command("ls")
+def users_ls(as_json: JsonFlag = False) -> None:
+    """Every user and their role."""
+    users = _guard(lambda: _accounts().list_users())
+    rows = [{"name": u.name, "role": u.role.value, "disabled": u.disabled} for u in users]
+    if as_json:
+        _emit_json({"users": rows})
+        return
+    table = Table("user", "role", "disabled")
+    for r in rows:
+        table.add_row(r["name"], r["role"], "yes" if r["disabled"] else "")
+    out.print(table)
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="viewer, developer, ops or admin.")] = "viewer",
+    password: Annotated[str | None, typer.Option(help="8 characters or more; generated if left out.")] = None,
+) -> None:
+    """Add a user; prints the generated password when none is given."""
+    from bizcloud.accounts import credentials  # noqa: PLC0415
+    from bizcloud.accounts.roles import Role  # noqa: PLC0415
+
+    _guard(lambda: _role(role))
+    secret = password or credentials.new_password()
+    _guard(lambda: _accounts().create_user(name=name, password=secret, role=Role(role)))
+    out.print(f"user {name} ({role}) added" + ("" if password else f"; password: {secret}"))
+
+
+@users_app.command("set-role")
+def users_set_role(name: Annotated[str, typer.Argument()], role: Annotated[str, typer.Argument()]) -> None:
+    """Change a user's role."""
+    from bizcloud.accounts.roles import Role  # noqa: PLC0415
+
+    _guard(lambda: _role(role))
+    _guard(lambda: _accounts().update_user(name=name, role=Role(role)))
+    out.print(f"user {name} is now {role}")
+
+
+@users_app.command("token")
+def users_token(name: Annotated[str, typer.Argument(help="User name.")],
+                label: Annotated[str, typer.Option(help="What the token is for.")] = "cli") -> None:
+    """A new API token for NAME (shown once): use it as BIZCLOUD_TOKEN or Authorization: Bearer."""
+    token = _guard(lambda: _accounts().issue_token(user=name, name=label))
+    out.print(token)
+
+
 def _print_endpoints(data: dict[str, Any]) -> None:
     cluster = data["cluster"]
     where = f", apiserver {cluster['apiserver']}" if "apiserver" in cluster else ""
@@ -313,6 +405,14 @@ def _print_endpoints(data: dict[str, Any]) -> None:
             d = data[name]
             state = "up" if d["running"] else "down"
             out.print(f"[bold]{name:<10}[/] {state}, {d['url']}")
+    if "console" in data:
+        console_info = data["console"]
+        out.print(f"[bold]console[/]    {console_info['url']}")
+        if console_info.get("password"):
+            out.print(f"[bold]admin[/]      user admin, password {console_info['password']}   "
+                      f"(saved in {console_info['credentials']})")
+        else:
+            out.print(f"[bold]admin[/]      credentials in {console_info['credentials']}")
     for url in data.get("demo-web", {}).get("urls", []):
         out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
+from bizcloud.accounts import bootstrap
 from bizcloud.cluster import images, lifecycle, processes
 from bizcloud.cluster.lifecycle import Step
 from bizcloud.errors import BizCloudError
@@ -201,13 +202,16 @@ def wait_for_sample_in_catalog(settings: Settings, *, timeout: float = 60) -> li
 def up(settings: Settings, *, step: Step) -> dict[str, Any]:
     if settings.kubeconfig is None:
         lifecycle.up(settings, mode="real", step=step)
+    password = bootstrap.ensure_admin(settings.resolved_database_url(), settings.resolved_state_dir())
     start_daemons(settings, step=step)
     deploy_sample(settings, step=step)
     step(f"waiting for {SAMPLE_SERVICE} in the catalog")
     wait_for_sample_in_catalog(settings)
     ensure_sample_route(settings)
     start_gateway(settings, step=step)
-    return endpoints(settings)
+    data = endpoints(settings)
+    data["console"]["password"] = password  # printed once, when it was generated
+    return data
 
 
 def down(settings: Settings, *, purge: bool = False, step: Step) -> list[str]:
@@ -235,6 +239,8 @@ def endpoints(settings: Settings) -> dict[str, Any]:
         running = processes.read_pidfile(lay.pidfile(name))
         result[name] = {"running": running is not None, "pid": running.pid if running else None,
                         "url": url, "log": str(lay.log(name)), **extra}
+    result["console"] = {"url": f"{api_url(settings)}/console/",
+                         "credentials": str(settings.resolved_state_dir() / bootstrap.CREDENTIALS_FILE)}
     if cluster["up"] and cluster["mode"] in ("real", "external"):
         try:
             result["demo-web"] = {"namespace": SAMPLE_NAMESPACE, "urls": sample_urls(settings)}

@@ -382,3 +382,18 @@ async def test_an_idle_session_outlives_the_proxys_idle_timeout(console: Console
         await asyncio.sleep(12)  # four times the proxy's idle timeout, without a keystroke
         await ws.send(b"\x00hostname\n")
         await _read_until(ws, rf"^{re.escape(pod)}\s*$")
+
+
+def test_bizcloud_shell_uses_the_same_bridge_from_a_terminal(console: Console, kubectl: Kubectl) -> None:
+    pod = _pods(kubectl, console)[0]
+    env = {**os.environ, "BIZCLOUD_TOKEN": console.tokens["olga"], "BIZCLOUD_SERVER_PORT": str(SERVER_PORT)}
+    done = subprocess.run([sys.executable, "-m", "bizcloud", "shell", pod, "-n", console.namespace],
+                          input="hostname\nexit 0\n", capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+    output = done.stdout.replace("\r", "")
+    assert re.search(rf"^{re.escape(pod)}\s*$", output, re.M), done.stdout + done.stderr
+    assert "session ended (exit code 0)" in done.stdout
+    refused = subprocess.run([sys.executable, "-m", "bizcloud", "shell", pod, "-n", console.namespace],
+                             input="", capture_output=True, text=True, timeout=60, check=False,
+                             env={**env, "BIZCLOUD_TOKEN": console.tokens["vera"]})
+    assert refused.returncode == 1 and "403" in refused.stderr
