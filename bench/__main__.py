@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import build_time, cluster_up, monitor_throughput, pod_startup
+from bench import build_time, cluster_up, gateway_latency, gateway_throughput, monitor_throughput, pod_startup
 from bench.common import RESULTS, bench_settings, percentile, summary
 from bizcloud import stack
 from bizcloud.settings import get_settings
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=50)
     parser.add_argument("--monitor-pods", type=int, default=10000,
                         help="pods of the monitor benchmark in kwok mode (0 skips it; ~10 min at 10,000)")
+    parser.add_argument("--gateway", action=argparse.BooleanOptionalAction, default=True,
+                        help="the gateway benchmarks: Ready -> routable (1,000 kwok pods, real pods), wrk")
     args = parser.parse_args()
     console = Console()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -64,11 +66,28 @@ def main() -> None:
             results["monitor"] = monitor_throughput.run(bench_settings(Path(scratch) / "state"),
                                                         pods=args.monitor_pods, log=console.print)
 
+    if args.gateway:
+        with tempfile.TemporaryDirectory(prefix="bizgw-") as scratch:
+            console.print("[bold]gateway[/]: Ready -> routable, then throughput beside plain nginx…")
+            results["gateway"] = _gateway(Path(scratch), console)
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(console, results)
     if "monitor" in results:
         monitor_throughput.print_table(console, results["monitor"])
+    if "gateway" in results:
+        gateway_latency.print_table(console, results["gateway"]["latency"])
+        gateway_throughput.print_table(console, results["gateway"]["throughput"])
+
+
+def _gateway(scratch: Path, console: Console) -> dict[str, Any]:
+    say = lambda m: console.print(f"  {m}")  # noqa: E731
+    for part in ("kwok", "real", "throughput"):
+        (scratch / part).mkdir()
+    latency = {"kwok": gateway_latency.run_kwok(scratch / "kwok", log=say),
+               "real": gateway_latency.run_real(scratch / "real", log=say)}
+    return {"latency": latency, "throughput": gateway_throughput.run(scratch / "throughput", log=say)}
 
 
 def _print(console: Console, r: dict[str, Any]) -> None:

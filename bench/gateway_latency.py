@@ -1,0 +1,311 @@
+"""Ready -> routable: from a pod's Ready transition to the gateway routing to it (goal p99 <= 50 ms).
+
+The path measured is the whole one: kubelet/kwok marks the pod Ready -> the monitor's watch -> an UP
+committed to the catalog -> the server's change stream (long poll) -> the gateway's syncer -> a push
+to nginx's shared dict. The Ready time is when this process's own watch on the pods sees the pod
+Ready (the monitor reads the same stream, so watch delivery is not counted, but everything after it is).
+
+- ``kwok``: 1,000 kwok pods on an isolated cluster (``gateway_bench_settings``) churning: every
+  0.5 s a batch of pods is deleted and the Deployment replaces them. kwok pods serve nothing, so
+  "routable" is the ``added`` time (epoch s, ms precision) of the peer in the gateway's upstream table.
+- ``real``: sample-app pods on the developers' real cluster (its own namespace; the stack on its own
+  ports). One pod serves; the Deployment is scaled to 2 and back, again and again; "routable" is the
+  first answer through the gateway that names the new pod (requests run back to back, and round robin
+  sends every other one to it) — and the table's ``added`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import RESULTS, summary
+from bench.gateway_stack import (
+    GatewayStack,
+    Observer,
+    gateway_bench_settings,
+    gateway_stack,
+    sample_namespace,
+    save_and_show,
+    wait_until,
+)
+from bizcloud.cluster import lifecycle
+from bizcloud.kube.kubectl import is_ready
+from bizcloud.settings import Settings
+
+GOAL_P99_MS = 50.0
+KWOK_SERVICE, KWOK_ENV, KWOK_NS = "gw-bench", "bench", "bench-gateway"
+REAL_ENV = "e2e"  # the sample app's labels (tests/e2e/conftest.py: demo_deployment)
+
+
+# --- observing: Ready on the watch, ``added`` in the table, the first answer ---------------------
+
+def _serving(pod: dict[str, Any]) -> bool:
+    """Ready, with an IP, not being deleted: what the monitor announces as UP. Purely computational."""
+    return is_ready(pod) and not pod["metadata"].get("deletionTimestamp") \
+        and bool((pod.get("status") or {}).get("podIP"))
+
+
+class ReadyWatch(Observer):
+    """Notes when this process first sees each pod (by uid) Ready with an IP and not deleting."""
+
+    def __init__(self, cluster: Settings, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.ready_at: dict[str, float] = {}
+        self.names: dict[str, str] = {}
+        self.unmeasured: set[str] = set()
+        super().__init__()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            # a watch cut short (the cluster stops at the end of the run) is reopened until stopped
+            with contextlib.suppress(httpx.HTTPError):
+                self._watch()
+
+    def _watch(self) -> None:
+        base = f"/api/v1/namespaces/{self.namespace}/pods"
+        with lifecycle.admin_http(self.cluster) as client:
+            listing = client.get(base).raise_for_status().json()
+            # Ready before this watch opened (at the start, or in a gap after a cut): no Ready time
+            self.unmeasured |= {p["metadata"]["uid"] for p in listing["items"]} - set(self.ready_at)
+            version = listing["metadata"]["resourceVersion"]
+            with client.stream("GET", base, params={"watch": "true", "resourceVersion": version,
+                                                    "timeoutSeconds": "600"}, timeout=None) as response:
+                for line in response.iter_lines():
+                    now = time.time()
+                    pod = json.loads(line).get("object") or {}
+                    meta = pod.get("metadata") or {}
+                    uid = meta.get("uid")
+                    if uid and uid not in self.ready_at and uid not in self.unmeasured and _serving(pod):
+                        self.ready_at[uid], self.names[uid] = now, meta["name"]
+                    if self.stop.is_set():
+                        return
+
+
+class TableWatch(Observer):
+    """Polls the gateway's upstream table and keeps each peer's first ``added`` time, by pod uid."""
+
+    def __init__(self, stack: GatewayStack, service: str, env: str, *, interval: float = 0.1) -> None:
+        self.stack, self.service, self.env, self.interval = stack, service, env, interval
+        self.added: dict[str, float] = {}
+        self.count = 0
+        super().__init__()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                peers = self.stack.peers(self.service, self.env)
+            except httpx.HTTPError:
+                peers = []
+            self.count = len(peers)
+            for peer in peers:
+                self.added.setdefault(str(peer["uid"]), float(peer["added"]))
+            time.sleep(self.interval)
+
+
+class FirstAnswer(Observer):
+    """Requests through the gateway back to back; keeps when each pod (by name) first answered."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.first: dict[str, float] = {}
+        self.failures = 0
+        self.requests = 0
+        super().__init__()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.stop.is_set():
+                try:
+                    response = client.get(self.url)
+                except httpx.HTTPError:
+                    self.failures += 1
+                    continue
+                now = time.time()
+                self.requests += 1
+                if response.status_code != 200:
+                    self.failures += 1
+                    continue
+                self.first.setdefault(str(response.json().get("pod")), now)
+
+
+def latencies_ms(ready_at: dict[str, float], routable_at: dict[str, float], keys: list[str]
+                 ) -> tuple[list[float], list[str], list[str]]:
+    """Milliseconds from Ready to routable for each key; the keys never routable; the keys routable
+    *before* Ready. Purely computational.
+
+    The last happen when a new pod gets the address of one still in the table (kwok hands freed
+    IPs out again at once, and a DOWN waits for the monitor's grace period): the gateway keeps an
+    address's ``added`` time across pushes, so the new pod inherits the old one's. They are left
+    out of the figures and counted.
+    """
+    found, early = [], []
+    for k in keys:
+        if k in routable_at:
+            ms = (routable_at[k] - ready_at[k]) * 1000
+            if ms >= 0:
+                found.append(ms)
+            else:
+                early.append(k)
+    return found, [k for k in keys if k not in routable_at], early
+
+
+# --- kwok: 1,000 pods churning -------------------------------------------------------------------
+
+def _kwok_deployment(replicas: int) -> dict[str, Any]:
+    labels = {"app": KWOK_SERVICE, "bizcloud.io/service": KWOK_SERVICE, "bizcloud.io/env": KWOK_ENV,
+              "bizcloud.io/group": "normal"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": KWOK_SERVICE},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": KWOK_SERVICE}},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%"}},
+                     "template": {"metadata": {"labels": labels}, "spec": {
+                         "terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "app", "image": "fake.local/bench:1",
+                                         "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
+
+
+def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: int = 10,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Bring up our kwok cluster, 1,000 pods, the stack; churn; tear it all down."""
+    cluster = gateway_bench_settings(scratch / "cluster")
+    nodes = max(10, -(-pods * 105 // 100 // 110))
+    try:
+        log(f"kwok cluster with {nodes} nodes…")
+        lifecycle.up(cluster, mode="kwok", kwok_nodes=nodes)
+        with lifecycle.admin_http(cluster) as api:
+            api.timeout = httpx.Timeout(120)
+            api.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": KWOK_NS}})
+            wait_until(lambda: api.get(f"/api/v1/namespaces/{KWOK_NS}/serviceaccounts/default").status_code
+                       == 200, timeout=60, what="the default ServiceAccount")
+            api.post(f"/apis/apps/v1/namespaces/{KWOK_NS}/deployments",
+                     json=_kwok_deployment(pods)).raise_for_status()
+            stack_dir = scratch / "stack"
+            stack_dir.mkdir()
+            with gateway_stack(cluster, stack_dir) as stack:
+                stack.route(KWOK_SERVICE, KWOK_ENV)
+                log(f"waiting for {pods} peers in the gateway…")
+                wait_until(lambda: len(stack.peers(KWOK_SERVICE, KWOK_ENV)) == pods, timeout=600,
+                           what=f"{pods} peers in the gateway", interval=1)
+                ready, table = ReadyWatch(cluster, KWOK_NS), TableWatch(stack, KWOK_SERVICE, KWOK_ENV)
+                ready.start()
+                table.start()
+                time.sleep(2)   # the watch is open
+                log(f"churn: {batch} pods deleted every 0.5 s for {churn_s:.0f} s…")
+                base = f"/api/v1/namespaces/{KWOK_NS}/pods"
+                deleted = 0
+                started = time.time()
+                while time.time() - started < churn_s:
+                    items = api.get(base, params={"labelSelector": f"app={KWOK_SERVICE}"}).json()["items"]
+                    serving = [p["metadata"]["name"] for p in items if _serving(p)]
+                    for name in random.sample(serving, min(batch, len(serving))):
+                        api.delete(f"{base}/{name}", params={"gracePeriodSeconds": "0"})
+                        deleted += 1
+                    time.sleep(max(0.0, 0.5 - (time.time() - started) % 0.5))
+                time.sleep(1)
+                new = [uid for uid, at in ready.ready_at.items() if at >= started]
+                wait_until(lambda: all(uid in table.added for uid in new), timeout=30,
+                           what="every new pod in the table")
+                ready.stop.set()
+                table.stop.set()
+                values, missing, reused = latencies_ms(ready.ready_at, table.added, new)
+                return {"pods": pods, "kwok_nodes": nodes, "churn_s": churn_s, "deleted": deleted,
+                        "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
+                        "ready_to_table_ms": summary(values)}
+    finally:
+        lifecycle.down(cluster, purge=True)
+
+
+# --- real pods: scale 1 -> 2 -> 1 ----------------------------------------------------------------
+
+def run_real(scratch: Path, *, rounds: int = 20, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """On the developers' real cluster (started if down, like the e2e fixture), in a namespace of ours."""
+    service = f"gwb-{uuid.uuid4().hex[:6]}"
+    with sample_namespace() as ns:
+        cluster, kubectl, namespace = ns.cluster, ns.kubectl, ns.name
+        ns.deploy(service, replicas=1)
+        with gateway_stack(cluster, scratch) as stack:
+            stack.route(service, REAL_ENV)
+            wait_until(lambda: len(stack.peers(service, REAL_ENV)) == 1, timeout=120, what="the first peer")
+            ready, table, probe = (ReadyWatch(cluster, namespace), TableWatch(stack, service, REAL_ENV),
+                                   FirstAnswer(f"{stack.gateway}/"))
+            for watcher in (ready, table, probe):
+                watcher.start()
+            time.sleep(1)
+            first_pods = set(ready.names.values()) | set(probe.first)
+            new: list[str] = []
+            for i in range(rounds):
+                log(f"real pods: round {i + 1}/{rounds}")
+                before = set(ready.ready_at)
+                kubectl.run("scale", f"deployment/{service}", "-n", namespace, "--replicas=2")
+                uid = wait_until(lambda b=before: next(iter(set(ready.ready_at) - b), None),  # type: ignore[misc]
+                                 timeout=120, what="the new pod Ready")
+                name = ready.names[uid]
+                wait_until(lambda n=name: n in probe.first, timeout=30,  # type: ignore[misc]
+                           what="an answer from the new pod")
+                new.append(uid)
+                kubectl.run("scale", f"deployment/{service}", "-n", namespace, "--replicas=1")
+                wait_until(lambda: table.count == 1, timeout=60, what="one peer again")
+                time.sleep(0.5)
+            for watcher in (ready, table, probe):
+                watcher.stop.set()
+        by_name = {ready.names[u]: ready.ready_at[u] for u in new}
+        answered, _, _ = latencies_ms(by_name, probe.first, [ready.names[u] for u in new if
+                                                          ready.names[u] not in first_pods])
+        in_table, _, _ = latencies_ms(ready.ready_at, table.added, new)
+        return {"rounds": rounds, "requests": probe.requests, "failed_requests": probe.failures,
+                "ready_to_first_answer_ms": summary(answered), "ready_to_table_ms": summary(in_table)}
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def print_table(console: Console, r: dict[str, Any]) -> None:
+    table = Table("measure", "p50", "p99", "max", "n", title=f"gateway: Ready -> routable (goal p99 <= "
+                                                               f"{GOAL_P99_MS:.0f} ms)")
+
+    def row(label: str, s: dict[str, float]) -> None:
+        table.add_row(label, f"{s['p50']:.0f} ms", f"{s['p99']:.0f} ms", f"{s['max']:.0f} ms", str(s["n"]))
+
+    if "kwok" in r:
+        k = r["kwok"]
+        row(f"kwok, {k['pods']} pods churning: Ready -> in the upstream table", k["ready_to_table_ms"])
+    if "real" in r:
+        row("real pods: Ready -> first answer through the gateway", r["real"]["ready_to_first_answer_ms"])
+        row("real pods: Ready -> in the upstream table", r["real"]["ready_to_table_ms"])
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_latency")
+    parser.add_argument("--pods", type=int, default=1000, help="kwok pods (0 skips the kwok run)")
+    parser.add_argument("--churn-s", type=float, default=60.0)
+    parser.add_argument("--real-rounds", type=int, default=20, help="real pods scaled up (0 skips)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "gateway-latency.json")
+    args = parser.parse_args()
+    console = Console()
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "goal_p99_ms": GOAL_P99_MS}
+    say: Callable[[str], None] = lambda m: console.print(f"[bold]{m}[/]")  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="bizgw-") as tmp:
+        if args.pods:
+            (Path(tmp) / "kwok").mkdir()
+            results["kwok"] = run_kwok(Path(tmp) / "kwok", pods=args.pods, churn_s=args.churn_s, log=say)
+        if args.real_rounds:
+            (Path(tmp) / "real").mkdir()
+            results["real"] = run_real(Path(tmp) / "real", rounds=args.real_rounds, log=say)
+    save_and_show(args.json, results, console, print_table)
+
+
+if __name__ == "__main__":
+    main()

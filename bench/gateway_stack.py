@@ -1,0 +1,201 @@
+"""What the gateway benchmarks share: a server + monitor + gateway stack of their own, and its table.
+
+The three run as subprocesses (`python -m bizcloud server|monitor|gateway`) exactly as they ship,
+on the gateway benchmarks' own ports (28700-28899: below the ephemeral range, which a kwok cluster's
+many loopback connections draw from), database, Lease and state directory, so neither the
+developers' stack nor another engineer's benchmark cluster (``bench_settings``) is touched.
+The latency benchmark's kwok cluster is ours too (``gateway_bench_settings``: 4xxxx ports,
+bridge ``bizgw0``, pods in 10.90.0.0/16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from bizcloud.catalog.db import make_engine
+from bizcloud.catalog.policies import GrayPolicyOut
+from bizcloud.catalog.store import CatalogStore
+from bizcloud.cluster import images, lifecycle
+from bizcloud.kube.kubectl import Kubectl
+from bizcloud.settings import Settings
+from bizcloud.stack import SAMPLE_DIR
+
+SERVER_PORT, MONITOR_PORT, GATEWAY_PORT, ADMIN_PORT = 28700, 28701, 28780, 28781
+PLAIN_PORT = 28880  # the plain nginx peer of the throughput benchmark
+
+
+def gateway_bench_settings(state_dir: Path) -> Settings:
+    """An isolated kwok cluster beside the developers' one and beside ``bench_settings``' one."""
+    return Settings(
+        state_dir=state_dir, cluster_name="bizgw", node_name="bizgw-node", cni_bridge="bizgw0",
+        pod_cidr="10.90.0.0/16", etcd_port=42379, etcd_peer_port=42380, apiserver_port=46443,
+        controller_manager_port=40257, scheduler_port=40259, kubelet_port=40250, kubelet_healthz_port=40248,
+        kwok_port=40247,
+    )
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class GatewayStack:
+    """A running server, monitor and gateway, and how to write routes and read the gateway's table."""
+
+    scratch: Path
+    db_url: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: str = f"http://127.0.0.1:{SERVER_PORT}"
+    gateway: str = f"http://127.0.0.1:{GATEWAY_PORT}"
+    admin: str = f"http://127.0.0.1:{ADMIN_PORT}"
+
+    def table(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.admin}/bizcloud/upstreams", timeout=10).json()
+        return result
+
+    def peers(self, service: str, env: str) -> list[dict[str, Any]]:
+        """Every peer of ``service`` in ``env`` in the gateway's table, with its group and ``added`` time."""
+        upstream = (self.table().get("upstreams") or {}).get(f"{service}/{env}") or {}
+        return [{**p, "group": g} for g in ("normal", "gray") for p in upstream.get(g) or []]
+
+    def route(self, service: str, env: str, *, gray_ratio: float | None = None) -> None:
+        """Route every host and path to ``service`` (and set its gray ratio), through the store: API
+        writes need a login, the store does not."""
+        wait_until(lambda: httpx.get(f"{self.api}/api/v1/services/{service}").status_code == 200,
+                   timeout=120, what=f"{service} in the catalog")
+        engine = make_engine(self.db_url)
+        try:
+            store = CatalogStore(engine)
+            store.create_route(host="*", path_prefix="/", service=service, env=env)
+            if gray_ratio is not None:
+                store.set_gray(policy=GrayPolicyOut(service=service, ratio=gray_ratio))
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2) -> Iterator[GatewayStack]:
+    """Start server, monitor (on ``cluster``) and gateway; stop them on exit. Logs go to ``scratch``."""
+    db_url = f"sqlite:///{scratch / 'catalog.db'}"
+    env = {**os.environ, "BIZCLOUD_DATABASE_URL": db_url, "BIZCLOUD_SERVER_PORT": str(SERVER_PORT),
+           "BIZCLOUD_MONITOR_METRICS_PORT": str(MONITOR_PORT), "BIZCLOUD_GATEWAY_PORT": str(GATEWAY_PORT),
+           "BIZCLOUD_GATEWAY_ADMIN_PORT": str(ADMIN_PORT), "BIZCLOUD_MONITOR_GRACE_S": "1",
+           "BIZCLOUD_MONITOR_LEASE_NAME": f"bench-gw-{uuid.uuid4().hex[:6]}",
+           "BIZCLOUD_STATE_DIR": str(cluster.resolved_state_dir()),
+           "BIZCLOUD_KUBECONFIG": str(lifecycle.kubeconfig_path(cluster))}
+    stack = GatewayStack(scratch=scratch, db_url=db_url)
+    try:
+        for name, argv, probe, extra in (
+                ("server", ["server"], f"{stack.api}/healthz", {}),
+                ("monitor", ["monitor"], f"http://127.0.0.1:{MONITOR_PORT}/metrics", {}),
+                # the gateway keeps its nginx prefix under its own state directory
+                ("gateway", ["gateway", "--workers", str(workers)], f"{stack.admin}/healthz",
+                 {"BIZCLOUD_STATE_DIR": str(scratch)})):
+            log = (scratch / f"{name}.log").open("wb")
+            stack.procs.append(subprocess.Popen([sys.executable, "-m", "bizcloud", *argv],
+                                                env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT))
+            try:
+                wait_until(lambda url=probe: answers(url), timeout=60, what=f"the {name}")  # type: ignore[misc]
+            except TimeoutError as e:
+                tail = (scratch / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise TimeoutError(f"{e}; its log ends:\n{tail}") from e
+        yield stack
+    finally:
+        stack.stop()
+
+
+@dataclass
+class SampleNamespace:
+    """A throwaway namespace on the developers' real cluster, and the sample image loaded there."""
+
+    cluster: Settings
+    kubectl: Kubectl
+    name: str
+    image: str
+
+    def deploy(self, name: str, *, replicas: int, service: str | None = None, group: str = "normal") -> None:
+        """The sample app as a Deployment, labelled for the monitor (env ``e2e``, see tests/e2e)."""
+        from tests.e2e.conftest import demo_deployment  # noqa: PLC0415 - the e2e tests' sample Deployment
+
+        self.kubectl.apply(demo_deployment(name=name, namespace=self.name, image=self.image,
+                                           replicas=replicas, service=service, group=group))
+
+
+@contextlib.contextmanager
+def sample_namespace() -> Iterator[SampleNamespace]:
+    """The e2e fixtures' pattern: the real cluster (started if down), the sample image, a namespace of
+    ours that is deleted at the end; nothing else on the cluster is touched."""
+    cluster = Settings()
+    lifecycle.up(cluster, mode="real")
+    image = cluster.sample_image
+    images.build_image(SAMPLE_DIR, image, cluster)
+    images.load_into_containerd(image, lifecycle.layout_of(cluster).containerd_socket)
+    kubectl = lifecycle.kubectl(cluster)
+    name = f"bc-gwbench-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", name)
+    try:
+        wait_until(lambda: kubectl.run("get", "sa", "default", "-n", name, check=False).returncode == 0,
+                   timeout=60, what="the default ServiceAccount")
+        yield SampleNamespace(cluster=cluster, kubectl=kubectl, name=name, image=image)
+    finally:
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+class Observer:
+    """A daemon thread that runs ``_run`` until ``stop`` is set: the benchmarks' watchers and probes."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+def save_and_show(path: Path, results: dict[str, Any], console: Console,
+                  print_table: Callable[[Console, dict[str, Any]], None]) -> None:
+    """Write a benchmark's figures to ``path`` (JSON) and show them."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    console.print_json(json.dumps(results))
+    print_table(console, results)
