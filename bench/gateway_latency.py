@@ -33,6 +33,7 @@ from rich.table import Table
 
 from bench.common import RESULTS, summary
 from bench.gateway_stack import (
+    FAST_BACKEND,
     GatewayStack,
     Observer,
     gateway_bench_settings,
@@ -177,7 +178,7 @@ def _kwok_deployment(replicas: int) -> dict[str, Any]:
 
 
 def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: int = 10,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             server_poll_s: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Bring up our kwok cluster, 1,000 pods, the stack; churn; tear it all down."""
     cluster = gateway_bench_settings(scratch / "cluster")
     nodes = max(10, -(-pods * 105 // 100 // 110))
@@ -194,7 +195,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                      json=_kwok_deployment(pods)).raise_for_status()
             stack_dir = scratch / "stack"
             stack_dir.mkdir()
-            with gateway_stack(cluster, stack_dir) as stack:
+            with gateway_stack(cluster, stack_dir, server_poll_s=server_poll_s) as stack:
                 stack.route(KWOK_SERVICE, KWOK_ENV)
                 log(f"waiting for {pods} peers in the gateway…")
                 wait_until(lambda: len(stack.peers(KWOK_SERVICE, KWOK_ENV)) == pods, timeout=600,
@@ -230,13 +231,14 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
 
 # --- real pods: scale 1 -> 2 -> 1 ----------------------------------------------------------------
 
-def run_real(scratch: Path, *, rounds: int = 20, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """On the developers' real cluster (started if down, like the e2e fixture), in a namespace of ours."""
     service = f"gwb-{uuid.uuid4().hex[:6]}"
     with sample_namespace() as ns:
         cluster, kubectl, namespace = ns.cluster, ns.kubectl, ns.name
-        ns.deploy(service, replicas=1)
-        with gateway_stack(cluster, scratch) as stack:
+        ns.deploy(service, replicas=1, command=FAST_BACKEND)
+        with gateway_stack(cluster, scratch, server_poll_s=server_poll_s) as stack:
             stack.route(service, REAL_ENV)
             wait_until(lambda: len(stack.peers(service, REAL_ENV)) == 1, timeout=120, what="the first peer")
             ready, table, probe = (ReadyWatch(cluster, namespace), TableWatch(stack, service, REAL_ENV),
@@ -292,18 +294,23 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=1000, help="kwok pods (0 skips the kwok run)")
     parser.add_argument("--churn-s", type=float, default=60.0)
     parser.add_argument("--real-rounds", type=int, default=20, help="real pods scaled up (0 skips)")
+    parser.add_argument("--server-poll-s", type=float, default=None,
+                        help="run the server with this change-stream poll interval (default: its own, 50 ms)")
     parser.add_argument("--json", type=Path, default=RESULTS / "gateway-latency.json")
     args = parser.parse_args()
     console = Console()
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "goal_p99_ms": GOAL_P99_MS}
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "goal_p99_ms": GOAL_P99_MS,
+                               "server_poll_s": args.server_poll_s or 0.05}
     say: Callable[[str], None] = lambda m: console.print(f"[bold]{m}[/]")  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bizgw-") as tmp:
         if args.pods:
             (Path(tmp) / "kwok").mkdir()
-            results["kwok"] = run_kwok(Path(tmp) / "kwok", pods=args.pods, churn_s=args.churn_s, log=say)
+            results["kwok"] = run_kwok(Path(tmp) / "kwok", pods=args.pods, churn_s=args.churn_s,
+                                       server_poll_s=args.server_poll_s, log=say)
         if args.real_rounds:
             (Path(tmp) / "real").mkdir()
-            results["real"] = run_real(Path(tmp) / "real", rounds=args.real_rounds, log=say)
+            results["real"] = run_real(Path(tmp) / "real", rounds=args.real_rounds,
+                                       server_poll_s=args.server_poll_s, log=say)
     save_and_show(args.json, results, console, print_table)
 
 

@@ -38,6 +38,30 @@ SERVER_PORT, MONITOR_PORT, GATEWAY_PORT, ADMIN_PORT = 28700, 28701, 28780, 28781
 PLAIN_PORT = 28880  # the plain nginx peer of the throughput benchmark
 
 
+# A pod that answers every request at once, in the sample image (its python3). With the sample app
+# itself (a Python web app, ~250 requests/s a pod here) the pods bound wrk's figure, and a probe
+# that wants to see a new pod's first answer within a few ms needs answers in well under one.
+FAST_BACKEND_PY = r"""
+import asyncio, json, os
+body = json.dumps({"pod": os.environ.get("POD_NAME"), "group": os.environ.get("GROUP")}).encode()
+head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+    def data_received(self, data):
+        self.buffer += data
+        requests = self.buffer.count(b"\r\n\r\n")  # GETs: no bodies
+        if requests:
+            self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4:]
+            self.transport.write((head + body) * requests)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Answer, "0.0.0.0", 8080, backlog=4096)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+FAST_BACKEND = ["python3", "-c", FAST_BACKEND_PY]
+
+
 def gateway_bench_settings(state_dir: Path) -> Settings:
     """An isolated kwok cluster beside the developers' one and beside ``bench_settings``' one."""
     return Settings(
@@ -110,9 +134,23 @@ class GatewayStack:
         self.procs.clear()
 
 
+# `bizcloud server` with another change-stream poll interval (create_app's poll_interval): the A/B
+# of the latency benchmark's --server-poll-s, to show what the interval costs.
+SERVER_WITH_POLL = (
+    "import sys, uvicorn; from bizcloud.daemons import configure_logging; "
+    "from bizcloud.settings import Settings; from bizcloud.web.app import create_app; "
+    "configure_logging(); s = Settings(); "
+    "app = create_app(database_url=s.resolved_database_url(), poll_interval=float(sys.argv[1]), settings=s); "
+    "uvicorn.run(app, host=s.server_host, port=s.server_port, log_config=None, access_log=False, "
+    "timeout_graceful_shutdown=2)")
+
+
 @contextlib.contextmanager
-def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2) -> Iterator[GatewayStack]:
-    """Start server, monitor (on ``cluster``) and gateway; stop them on exit. Logs go to ``scratch``."""
+def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2, server_poll_s: float | None = None
+                  ) -> Iterator[GatewayStack]:
+    """Start server, monitor (on ``cluster``) and gateway; stop them on exit. Logs go to ``scratch``.
+
+    ``server_poll_s``: run the server with that change-stream poll interval instead of its own."""
     db_url = f"sqlite:///{scratch / 'catalog.db'}"
     env = {**os.environ, "BIZCLOUD_DATABASE_URL": db_url, "BIZCLOUD_SERVER_PORT": str(SERVER_PORT),
            "BIZCLOUD_MONITOR_METRICS_PORT": str(MONITOR_PORT), "BIZCLOUD_GATEWAY_PORT": str(GATEWAY_PORT),
@@ -123,13 +161,15 @@ def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2) -> Iter
     stack = GatewayStack(scratch=scratch, db_url=db_url)
     try:
         for name, argv, probe, extra in (
-                ("server", ["server"], f"{stack.api}/healthz", {}),
+                ("server", ["server"] if server_poll_s is None else
+                 ["-c", SERVER_WITH_POLL, str(server_poll_s)], f"{stack.api}/healthz", {}),
                 ("monitor", ["monitor"], f"http://127.0.0.1:{MONITOR_PORT}/metrics", {}),
                 # the gateway keeps its nginx prefix under its own state directory
                 ("gateway", ["gateway", "--workers", str(workers)], f"{stack.admin}/healthz",
                  {"BIZCLOUD_STATE_DIR": str(scratch)})):
             log = (scratch / f"{name}.log").open("wb")
-            stack.procs.append(subprocess.Popen([sys.executable, "-m", "bizcloud", *argv],
+            command = argv if argv[0] == "-c" else ["-m", "bizcloud", *argv]
+            stack.procs.append(subprocess.Popen([sys.executable, *command],
                                                 env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT))
             try:
                 wait_until(lambda url=probe: answers(url), timeout=60, what=f"the {name}")  # type: ignore[misc]
@@ -150,12 +190,17 @@ class SampleNamespace:
     name: str
     image: str
 
-    def deploy(self, name: str, *, replicas: int, service: str | None = None, group: str = "normal") -> None:
-        """The sample app as a Deployment, labelled for the monitor (env ``e2e``, see tests/e2e)."""
+    def deploy(self, name: str, *, replicas: int, service: str | None = None, group: str = "normal",
+               command: list[str] | None = None) -> None:
+        """The sample app as a Deployment, labelled for the monitor (env ``e2e``, see tests/e2e);
+        ``command`` runs something else in its image."""
         from tests.e2e.conftest import demo_deployment  # noqa: PLC0415 - the e2e tests' sample Deployment
 
-        self.kubectl.apply(demo_deployment(name=name, namespace=self.name, image=self.image,
-                                           replicas=replicas, service=service, group=group))
+        manifest = json.loads(demo_deployment(name=name, namespace=self.name, image=self.image,
+                                              replicas=replicas, service=service, group=group))
+        if command is not None:
+            manifest["spec"]["template"]["spec"]["containers"][0]["command"] = command
+        self.kubectl.apply(json.dumps(manifest))
 
 
 @contextlib.contextmanager

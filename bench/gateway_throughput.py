@@ -32,6 +32,7 @@ from rich.table import Table
 
 from bench.common import RESULTS
 from bench.gateway_stack import (
+    FAST_BACKEND,
     PLAIN_PORT,
     answers,
     gateway_stack,
@@ -44,6 +45,8 @@ GOAL_RATIO = 0.9
 GRAY_RATIO = 20.0
 ENV = "e2e"  # the sample app's labels (tests/e2e/conftest.py: demo_deployment)
 WORKERS = 2
+
+BACKENDS = {"fast": FAST_BACKEND, "sample": None}
 
 WRK_SCRIPT = """\
 -- a random user per request, so the gateway computes the gray split each time
@@ -143,12 +146,12 @@ def _gray_share(url: str, n: int = 400) -> float:
 
 
 def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int = 32, threads: int = 2,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        backend: str = "fast", log: Callable[[str], None] = print) -> dict[str, Any]:
     """On the developers' real cluster (started if down, like the e2e fixture), in a namespace of ours."""
     service = f"gwt-{uuid.uuid4().hex[:6]}"
     with sample_namespace() as ns:
-        ns.deploy(service, replicas=2)
-        ns.deploy(f"{service}-gray", replicas=1, service=service, group="gray")
+        ns.deploy(service, replicas=2, command=BACKENDS[backend])
+        ns.deploy(f"{service}-gray", replicas=1, service=service, group="gray", command=BACKENDS[backend])
         stack_dir = scratch / "stack"
         stack_dir.mkdir()
         with gateway_stack(ns.cluster, stack_dir, workers=WORKERS) as stack:
@@ -175,7 +178,7 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
                         runs[name].append(_wrk(url, script, seconds=seconds, connections=connections,
                                                threads=threads))
         return with_ratio({"rounds": rounds, "seconds": seconds, "connections": connections,
-                           "wrk_threads": threads, "nginx_workers": WORKERS, "pods": 3,
+                           "wrk_threads": threads, "nginx_workers": WORKERS, "pods": 3, "backend": backend,
                            "gray_ratio": GRAY_RATIO, "gray_share_measured": gray_share, "runs": runs})
 
 
@@ -205,12 +208,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="fast",
+                        help="fast: pods that answer at once (the proxies' own cost); sample: the sample app")
     parser.add_argument("--json", type=Path, default=RESULTS / "gateway-throughput.json")
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bizgw-") as tmp:
         results = run(Path(tmp), rounds=args.rounds, seconds=args.seconds, connections=args.connections,
-                      log=lambda m: console.print(f"[bold]{m}[/]"))
+                      backend=args.backend, log=lambda m: console.print(f"[bold]{m}[/]"))
     results = {"date": time.strftime("%Y-%m-%d"), **results}
     save_and_show(args.json, results, console, print_table)
 
