@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -297,7 +297,7 @@ class CatalogStore:
                     for uid, instance in plan.final.items() if instance is not None and uid in last_revision]
             fresh = [r for r in rows if r["uid"] not in stored]
             if fresh:
-                s.execute(insert(models.Instance), fresh)
+                s.execute(insert(_table(models.Instance)), fresh)
             changed = [r for r in rows if r["uid"] in stored]
             if changed:
                 s.execute(update(models.Instance), changed)
@@ -362,7 +362,7 @@ class CatalogStore:
         """One journal row per event, one transaction for all of them."""
         now = models.utcnow()
         with self._session(write=True) as s:
-            s.execute(insert(models.JournalEntry), [
+            s.execute(insert(_table(models.JournalEntry)), [
                 {"uid": event.uid, "resource_version": event.resource_version, "event_type": event.type.value,
                  "service": event.instance.service, "env": event.instance.env, "subscriber": subscriber,
                  "outcome": outcome, "attempts": attempts, "error": error, "at": now} for event in events])
@@ -456,6 +456,12 @@ def _refuse_invalid_address(event: InstanceEvent) -> InstanceEvent:
                          resource_version=event.resource_version, observed_at=event.observed_at)
 
 
+def _table(model: type[models.Base]) -> Table:
+    """A model's Core table: bulk inserts through it skip the ORM's per-row bookkeeping (a third
+    of the cost per row when the monitor writes thousands of instances at once)."""
+    return cast(Table, model.__table__)
+
+
 def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> list[int]:
     """Insert the Change rows in order; their revisions, in the same order."""
     if not changes:
@@ -463,8 +469,8 @@ def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> li
     now = models.utcnow()
     values = [{"type": kind.value, "uid": i.uid, "service": i.service, "env": i.env, "group": i.group.value,
                "instance": snapshot_of(i), "at": now} for kind, i in changes]
-    result = s.scalars(insert(models.Change).returning(models.Change.revision, sort_by_parameter_order=True),
-                       values)
+    table = _table(models.Change)
+    result = s.scalars(insert(table).returning(table.c.revision, sort_by_parameter_order=True), values)
     return list(result)
 
 

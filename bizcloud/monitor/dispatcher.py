@@ -54,9 +54,10 @@ class _Lane:
     fifo: collections.deque[InstanceEvent] = field(default_factory=collections.deque)
     pending: collections.Counter[PodUid] = field(default_factory=collections.Counter)
     workers: dict[PodUid | None, asyncio.Task[None]] = field(default_factory=dict)
+    queued: int = 0  # the sum of ``pending``, kept as it changes: summing per event is quadratic
 
     def depth(self) -> int:
-        return sum(self.pending.values())
+        return self.queued
 
 
 class Dispatcher:
@@ -96,6 +97,7 @@ class Dispatcher:
         metrics.EVENTS.labels(event.type.value).inc()
         for lane in self._lanes.values():
             lane.pending[event.uid] += 1
+            lane.queued += 1
             if lane.batched:
                 lane.fifo.append(event)
                 key: PodUid | None = None
@@ -124,6 +126,7 @@ class Dispatcher:
             lane.queues.clear()
             lane.fifo.clear()
             lane.pending.clear()
+            lane.queued = 0
             lane.workers.clear()
             metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(0)
         self._idle.set()
@@ -160,6 +163,7 @@ class Dispatcher:
         now, wall = time.monotonic(), time.time()
         for event in events:
             lane.pending[event.uid] -= 1
+            lane.queued -= 1
             if lane.pending[event.uid] <= 0:
                 del lane.pending[event.uid]
             self._finished[event.uid] = now
