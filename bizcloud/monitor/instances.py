@@ -26,6 +26,7 @@ SERVICE_LABEL = "bizcloud.io/service"
 ENV_LABEL = "bizcloud.io/env"
 GROUP_LABEL = "bizcloud.io/group"
 RELEASE_LABEL = "bizcloud.io/release"
+SOA_INTERFACES_ANNOTATION = "bizcloud.io/soa-interfaces"
 TRAFFIC_PORTS = ("http", "soa")
 ENV_NAMESPACE_PREFIX = "bc-"
 
@@ -103,6 +104,7 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
         ip=status.get("podIP") or None, ports=ports, ready=_ready(pod),
         node=pod.get("spec", {}).get("nodeName"), release=labels.get(RELEASE_LABEL),
         terminating=bool(meta.get("deletionTimestamp")),
+        soa_interfaces=(meta.get("annotations") or {}).get(SOA_INTERFACES_ANNOTATION),
     )
 
 
@@ -123,7 +125,8 @@ def diff(old: Instance | None, new: Instance | None) -> EventType | None:
         return EventType.UP
     if was and not now:
         return EventType.DOWN
-    if was and now and old is not None and new is not None and not same_for_subscribers(old, new):
+    if was and now and old is not None and new is not None and (
+            not same_for_subscribers(old, new) or old.soa_interfaces != new.soa_interfaces):
         return EventType.CHANGED
     return None
 

@@ -42,6 +42,9 @@ class Instance:
     node: str | None = None
     release: str | None = None
     terminating: bool = False
+    # The pod's ``bizcloud.io/soa-interfaces`` annotation as written (validated by the SOA
+    # registry, which owns its meaning); None when absent. Not stored by the catalog.
+    soa_interfaces: str | None = None
 
     @property
     def serving(self) -> bool:

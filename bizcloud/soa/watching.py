@@ -1,0 +1,41 @@
+"""What the SDK's watchers share: a kazoo client of their own (or a shared one), start and stop.
+
+Standard library and kazoo only. A watcher made with ``client=`` shares that client and leaves
+its lifecycle to the caller; otherwise it connects to ``hosts`` on ``start`` and closes on
+``stop``. Watch callbacks return False after ``stop``, which makes kazoo drop the watch.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from kazoo.client import KazooClient
+
+
+class Watching:
+    def __init__(self, hosts: str, client: KazooClient | None) -> None:
+        self._own_client = client is None
+        self._client = client or KazooClient(hosts=hosts, timeout=10.0)
+        self._stopped = False
+
+    def _connect(self, timeout: float) -> None:
+        if self._own_client:
+            self._client.start(timeout=timeout)
+
+    def start(self, timeout: float = 15.0) -> Self:
+        self._connect(timeout)
+        return self
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._own_client:
+            self._client.stop()
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
