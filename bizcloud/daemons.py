@@ -36,6 +36,8 @@ from bizcloud.kube.lease import LeaderElector
 from bizcloud.monitor.dispatcher import Dispatcher
 from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
+from bizcloud.soa import zookeeper
+from bizcloud.soa.registry import SoaRegistry
 from bizcloud.web.app import create_app
 
 log = logging.getLogger("bizcloud.daemons")
@@ -90,7 +92,9 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     engine = make_engine(settings.resolved_database_url())
     await asyncio.to_thread(migrate_engine, engine)
     catalog = CatalogSubscriber(CatalogStore(engine))
-    dispatcher = Dispatcher([catalog], journal=catalog)
+    zookeeper_hosts = zookeeper.resolve_hosts(settings)
+    soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live()) if zookeeper_hosts else None  # noqa: PLW0108 - monitor is made below
+    dispatcher = Dispatcher([catalog, *([soa] if soa else [])], journal=catalog)
     monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     config = kube_config.load(lifecycle.kubeconfig_path(settings))
@@ -117,10 +121,14 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
             reflector.run(stop),
             elector.run(stop, started, monitor.stop_leading),
             monitor.resync_forever(settings.monitor_resync_s, stop),
+            *([soa.reconcile_forever(settings.monitor_resync_s, stop,
+                                     when=lambda: monitor.synced and monitor.leading)] if soa else []),
         )
         for task in list(background):
             task.cancel()
         await dispatcher.stop()
+    if soa is not None:
+        soa.close()
     engine.dispose()
     log.info("monitor stopped identity=%s", identity)
     return monitor

@@ -67,6 +67,21 @@ class SoaRegistry:
         self._lost = False
         client.add_listener(self._on_state)
 
+    @classmethod
+    def connect(cls, hosts: str, *, live: Callable[[], Iterable[Instance]]) -> SoaRegistry:
+        """A registry on its own client, connecting in the background and reconnecting forever:
+        the monitor starts whether or not ZooKeeper is up, and writes wait in the dispatcher."""
+        client = KazooClient(hosts=hosts, timeout=10.0,
+                             connection_retry={"max_tries": -1, "delay": 0.2, "max_delay": 5.0})
+        registry = cls(client, live=live)
+        client.start_async()
+        log.info("soa registry hosts=%s", hosts)
+        return registry
+
+    def close(self) -> None:
+        self._client.stop()
+        self._client.close()
+
     # --- session --------------------------------------------------------------------------
 
     def _on_state(self, state: str) -> None:
