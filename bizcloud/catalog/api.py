@@ -41,6 +41,7 @@ from bizcloud.monitor.model import Group
 
 MAX_WAIT_S = 60.0
 MAX_PAGE = 1000
+MAX_ID = 2**63 - 1  # SQLite's (and Postgres' bigint) largest integer: a larger id is a 422, not a 500
 
 
 def get_store(request: Request) -> CatalogStore:
@@ -185,7 +186,7 @@ def create_route(store: StoreDep, body: RouteCreate) -> RoutePublic:
 
 
 @router.delete("/routes/{route_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_route(store: StoreDep, route_id: int) -> None:
+def delete_route(store: StoreDep, route_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> None:
     with _http_errors():
         store.delete_route(route_id=route_id)
 
@@ -194,7 +195,8 @@ def delete_route(store: StoreDep, route_id: int) -> None:
 async def changes(
     store: StoreDep,
     watch: WatchDep,
-    since: Annotated[int, Query(ge=0, description="the last revision you have seen; 0 for all")] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_ID,
+                                      description="the last revision you have seen; 0 for all")] = 0,
     wait: Annotated[float, Query(ge=0, description=f"seconds to wait for a change (at most {MAX_WAIT_S:g})")]
     = 0.0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
