@@ -22,6 +22,7 @@ from bizcloud.cluster.lifecycle import Step
 from bizcloud.errors import BizCloudError
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
+from bizcloud.soa import zookeeper
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 SAMPLE_NAMESPACE = "bc-dev"
@@ -203,6 +204,9 @@ def up(settings: Settings, *, step: Step) -> dict[str, Any]:
     if settings.kubeconfig is None:
         lifecycle.up(settings, mode="real", step=step)
     password = bootstrap.ensure_admin(settings.resolved_database_url(), settings.resolved_state_dir())
+    if settings.zookeeper_hosts is None:  # before the monitor, which registers SOA providers there
+        step("starting ZooKeeper")
+        zookeeper.start(zookeeper.local_server(settings))
     start_daemons(settings, step=step)
     deploy_sample(settings, step=step)
     step(f"waiting for {SAMPLE_SERVICE} in the catalog")
@@ -217,6 +221,8 @@ def up(settings: Settings, *, step: Step) -> dict[str, Any]:
 def down(settings: Settings, *, purge: bool = False, step: Step) -> list[str]:
     """Stop the daemons, the cluster, then the Docker Engine if (and only if) BizCloud started it."""
     stopped = stop_daemons(settings)
+    if zookeeper.stop(zookeeper.local_server(settings)):
+        stopped.append("zookeeper")
     stopped += lifecycle.down(settings, purge=False, step=step)
     if processes.stop(lifecycle.layout_of(settings), "dockerd"):
         stopped.append("dockerd")
@@ -239,6 +245,12 @@ def endpoints(settings: Settings) -> dict[str, Any]:
         running = processes.read_pidfile(lay.pidfile(name))
         result[name] = {"running": running is not None, "pid": running.pid if running else None,
                         "url": url, "log": str(lay.log(name)), **extra}
+    local_zk = zookeeper.local_server(settings)
+    zk_running = None if settings.zookeeper_hosts else zookeeper.running(local_zk)
+    result["zookeeper"] = {"running": bool(settings.zookeeper_hosts) or zk_running is not None,
+                           "pid": zk_running.pid if zk_running else None,
+                           "hosts": settings.zookeeper_hosts or local_zk.hosts,
+                           "external": bool(settings.zookeeper_hosts), "log": str(local_zk.log)}
     result["console"] = {"url": f"{api_url(settings)}/console/",
                          "credentials": str(settings.resolved_state_dir() / bootstrap.CREDENTIALS_FILE)}
     if cluster["up"] and cluster["mode"] in ("real", "external"):
