@@ -417,6 +417,84 @@ def _print_endpoints(data: dict[str, Any]) -> None:
         out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
 
 
+# --- SOA registry ------------------------------------------------------------------------------
+
+soa_app = typer.Typer(help="The SOA registry (ZooKeeper, Apache Dubbo's layout).", no_args_is_help=True)
+whitelist_app = typer.Typer(help="Who may call an interface (Dubbo condition routers).", no_args_is_help=True)
+app.add_typer(soa_app, name="soa")
+soa_app.add_typer(whitelist_app, name="whitelist")
+
+
+@soa_app.command("providers")
+def soa_providers(
+        interface: Annotated[str | None, typer.Argument(help="one interface (default: all)")] = None,
+        as_json: JsonFlag = False) -> None:
+    """Provider nodes as Dubbo consumers see them: interface, address, group, pod."""
+    from bizcloud.soa import admin  # noqa: PLC0415 - keeps kazoo out of other commands
+
+    def read() -> list[dict[str, Any]]:
+        with admin.session(get_settings()) as client:
+            return admin.providers(client, interface)
+
+    rows = _guard(read)
+    if as_json:
+        _emit_json({"providers": rows})
+        return
+    table = Table("interface", "address", "group", "application", "env", "pod")
+    for row in rows:
+        table.add_row(row["interface"], row["address"] or "(not a URL)", row["group"] or "",
+                      row.get("application") or "", row.get("env") or "", row.get("pod") or "")
+    out.print(table)
+
+
+def _whitelist(interface: str, change: Callable[[Any], object] | None, as_json: bool) -> None:
+    from bizcloud.soa import admin  # noqa: PLC0415 - keeps kazoo out of other commands
+
+    def run() -> dict[str, Any]:
+        with admin.session(get_settings()) as client:
+            if change is not None:
+                change(client)
+            return admin.whitelist(client, interface)
+
+    data = _guard(run)
+    if as_json:
+        _emit_json(data)
+    elif data["open"]:
+        out.print(f"{interface}: open (no whitelist rule)")
+    else:
+        out.print(f"{interface}: only {', '.join(data['allowed']) or 'nobody'}")
+
+
+@whitelist_app.command("show")
+def whitelist_show(interface: str, as_json: JsonFlag = False) -> None:
+    """The consumer IPs allowed to call INTERFACE (no rule = open)."""
+    _whitelist(interface, None, as_json)
+
+
+@whitelist_app.command("set")
+def whitelist_set(
+        interface: str, ips: Annotated[list[str] | None, typer.Argument(help="consumer IPs")] = None,
+        as_json: JsonFlag = False) -> None:
+    """Only IPS may call INTERFACE (none given: nobody)."""
+    from bizcloud.soa.whitelist import set_whitelist  # noqa: PLC0415
+
+    def change(client: Any) -> None:
+        try:
+            set_whitelist(client, interface, ips or [])
+        except ValueError as e:  # a bad IP or interface name
+            raise BizCloudError(str(e), hint="give a Java interface name, then IPv4 or IPv6 addresses") from e
+
+    _whitelist(interface, change, as_json)
+
+
+@whitelist_app.command("clear")
+def whitelist_clear(interface: str, as_json: JsonFlag = False) -> None:
+    """Remove INTERFACE's rule: every consumer may call it again."""
+    from bizcloud.soa.whitelist import clear_whitelist  # noqa: PLC0415
+
+    _whitelist(interface, lambda client: clear_whitelist(client, interface), as_json)
+
+
 def main() -> None:
     try:
         app()
