@@ -29,6 +29,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 from bizcloud.accounts.roles import Role
 from bizcloud.accounts.store import AccountStore
 from bizcloud.catalog.db import make_engine, migrate
+from bizcloud.catalog.policies import GrayPolicyOut
+from bizcloud.catalog.schemas import ANY_HOST
+from bizcloud.catalog.store import CatalogStore
 from bizcloud.settings import Settings
 from bizcloud.web.app import create_app
 from bizcloud.web.auth import MUTATING, OPEN_MUTATIONS
@@ -38,6 +41,7 @@ from bizcloud.web.auth import MUTATING, OPEN_MUTATIONS
 MAX_EXAMPLES = int(os.environ.get("BIZCLOUD_FUZZ_EXAMPLES", "20"))
 MAX_WAIT_S = 0.05  # the long-poll's wait, clamped
 # Reads that need a user; every other GET is public (the gateway and the SOA tools read without one).
+SEEDED_NAMES = ("0", "a")
 FUZZ_ROLES = (Role.OPS, Role.ADMIN)
 PRIVATE_READS = frozenset({"/api/v1/auth/whoami", "/api/v1/users", "/api/v1/audit",
                            "/api/v1/audit/{record_id}/recording"})
@@ -62,6 +66,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     migrate(db_url)
     engine = make_engine(db_url)
     accounts = AccountStore(engine)
+    _seed(CatalogStore(engine))
     tokens = {}
     for role in FUZZ_ROLES:
         accounts.create_user(name=f"fuzz-{role}", password=f"{role}-password", role=role)
@@ -72,6 +77,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                      settings=Settings(state_dir=tmp, kubeconfig=tmp / "none"))
     yield Api(app=app, tokens=tokens)
     shutdown_lifespans()  # closes the app's engine and change-stream watch before its files go
+
+
+def _seed(catalog: CatalogStore) -> None:
+    """Entities under the names the generator tries first ("0"), so cases get past "not found"."""
+    for name in SEEDED_NAMES:
+        catalog.create_service(name=name, owner="fuzz-ops")
+        catalog.create_environment(name=name)
+        catalog.create_route(host=ANY_HOST, path_prefix=f"/{name}", service=name, env=name)
+        catalog.set_gray(policy=GrayPolicyOut(service=name, ratio=10.0, whitelist=("u1",)))
 
 
 def _clamp_wait(case: Case[Any]) -> None:
