@@ -36,6 +36,7 @@ from bizcloud.errors import BizCloudError
 from bizcloud.monitor.model import EventType, Instance, InstanceEvent
 from bizcloud.soa.plan import Actions, desired, nodes_of_pod, plan, providers_of
 from bizcloud.soa.urls import InvalidInterfaceError, parse_interfaces, providers_path
+from bizcloud.soa.watching import forget_zxid_when_suspended
 
 log = logging.getLogger("bizcloud.soa.registry")
 
@@ -73,6 +74,7 @@ class SoaRegistry:
         the monitor starts whether or not ZooKeeper is up, and writes wait in the dispatcher."""
         client = KazooClient(hosts=hosts, timeout=10.0,
                              connection_retry={"max_tries": -1, "delay": 0.2, "max_delay": 5.0})
+        forget_zxid_when_suspended(client)
         registry = cls(client, live=live)
         client.start_async()
         log.info("soa registry hosts=%s", hosts)

@@ -7,6 +7,7 @@ version of these checks is ``tests/e2e/test_soa.py``.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,6 +20,7 @@ from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, Po
 from bizcloud.soa import zookeeper
 from bizcloud.soa.registry import RegistryUnavailableError, SoaRegistry
 from bizcloud.soa.urls import parse_provider, providers_path
+from bizcloud.soa.watching import forget_zxid_when_suspended
 from bizcloud.soa.zookeeper import ZooKeeperServer
 
 
@@ -141,6 +143,7 @@ def second_zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperSer
 async def test_zookeeper_away_fails_the_write_for_a_retry_and_loses_nothing(
         second_zk: ZooKeeperServer, live: Live, interface: str) -> None:
     client = KazooClient(hosts=second_zk.hosts, connection_retry={"max_tries": -1, "max_delay": 0.5})
+    forget_zxid_when_suspended(client)
     client.start(timeout=15)
     registry = SoaRegistry(client, live=live)
     try:
@@ -155,6 +158,19 @@ async def test_zookeeper_away_fails_the_write_for_a_retry_and_loses_nothing(
         for _ in range(100):  # what the dispatcher does: retry until it goes through
             try:
                 await registry.handle(InstanceEvent(type=EventType.UP, instance=b))
+                break
+            except RegistryUnavailableError:
+                await asyncio.sleep(0.1)
+        assert addresses(client, interface) == {"10.9.0.1:8080": "normal", "10.9.0.2:8080": "normal"}
+
+        # Restarted on wiped data: the server refuses clients that saw newer zxids, unless they
+        # forget them; then one reconcile writes everything back.
+        zookeeper.stop(second_zk)
+        shutil.rmtree(second_zk.data_dir)
+        zookeeper.start(second_zk)
+        for _ in range(100):
+            try:
+                await registry.reconcile()
                 break
             except RegistryUnavailableError:
                 await asyncio.sleep(0.1)
