@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import build_time, cluster_up, gateway_latency, gateway_throughput, monitor_throughput, pod_startup
+from bench import soa_latency
 from bench.common import RESULTS, bench_settings, percentile, summary
 from bizcloud import stack
 from bizcloud.settings import get_settings
@@ -37,6 +38,8 @@ def main() -> None:
                         help="pods of the monitor benchmark in kwok mode (0 skips it; ~10 min at 10,000)")
     parser.add_argument("--gateway", action=argparse.BooleanOptionalAction, default=True,
                         help="the gateway benchmarks: Ready -> routable (1,000 kwok pods, real pods), wrk")
+    parser.add_argument("--soa", action=argparse.BooleanOptionalAction, default=True,
+                        help="SOA registry: DOWN -> consumer stops using it, beside Dubbo's ephemeral nodes")
     args = parser.parse_args()
     console = Console()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -71,6 +74,10 @@ def main() -> None:
             console.print("[bold]gateway[/]: Ready -> routable, then throughput beside plain nginx…")
             results["gateway"] = _gateway(Path(scratch), console)
 
+    if args.soa:
+        console.print("[bold]SOA registry[/]: DOWN -> consumer, beside ephemeral nodes after kill -9…")
+        results["soa"] = soa_latency.run(log=console.print)
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(console, results)
@@ -79,6 +86,8 @@ def main() -> None:
     if "gateway" in results:
         gateway_latency.print_table(console, results["gateway"]["latency"])
         gateway_throughput.print_table(console, results["gateway"]["throughput"])
+    if "soa" in results:
+        soa_latency.print_table(console, results["soa"])
 
 
 def _gateway(scratch: Path, console: Console) -> dict[str, Any]:
