@@ -19,8 +19,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import build_time, cluster_up, gateway_latency, gateway_throughput, monitor_throughput, pod_startup
-from bench import soa_latency
+from bench import (
+    build_time,
+    cluster_up,
+    gateway_latency,
+    gateway_throughput,
+    monitor_throughput,
+    pod_startup,
+    soa_latency,
+)
 from bench.common import RESULTS, bench_settings, percentile, summary
 from bizcloud import stack
 from bizcloud.settings import get_settings
