@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,11 @@ def start(server: ZooKeeperServer, *, timeout: float = 60.0) -> processes.Runnin
     """Start the server unless ours already runs; return once it answers ``ruok``."""
     current = running(server)
     if current is None:
+        # Connections of a server stopped a moment ago may hold the port for a few seconds
+        # (orphaned sockets closing), which a quick restart must wait out, not refuse.
+        deadline = time.monotonic() + 10
+        while processes.port_owner(server.port) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
         processes.require_free(server.port, what="ZooKeeper", setting="zookeeper_port")
         for directory in (server.layout.logs, server.layout.run, server.config_file.parent, server.data_dir):
             directory.mkdir(parents=True, exist_ok=True)
