@@ -103,6 +103,7 @@ TERMINATING = _inst(terminating=True)
         ("status noise only", SERVING, _inst(), None),
         ("port changed", SERVING, _inst(ports={"http": 9090}), EventType.CHANGED),
         ("release changed", SERVING, _inst(release="v9"), EventType.CHANGED),
+        ("SOA interfaces changed", SERVING, _inst(soa_interfaces="com.example.Api"), EventType.CHANGED),
         ("terminating stays down", TERMINATING, None, None),
     ],
 )
@@ -123,3 +124,13 @@ def test_a_pod_moving_to_the_gray_group_leaves_normal_first() -> None:
     assert (down.type, down.instance.group) == (EventType.DOWN, Group.NORMAL)
     assert (up.type, up.instance.group) == (EventType.UP, Group.GRAY)
     assert up.resource_version == "42"
+
+
+def test_the_soa_interfaces_annotation_is_carried_as_written() -> None:
+    given = pod(ports=[{"name": "soa", "containerPort": 20880}])
+    given["metadata"]["annotations"] = {"bizcloud.io/soa-interfaces": "com.example.A, com.example.B"}
+    instance = instance_from_pod(given)
+    assert isinstance(instance, Instance)
+    assert instance.soa_interfaces == "com.example.A, com.example.B"  # the SOA registry validates it
+    assert instance.ports == {"soa": 20880}
+    assert SERVING.soa_interfaces is None
