@@ -2,7 +2,7 @@
 
 Schemathesis reads ``/openapi.json`` from the real app (in-process over ASGI, its lifespan running
 on a temporary SQLite catalog) and sends schema-valid and schema-breaking requests to every
-operation: once as an ops user (a Bearer token, as the CLI sends), once as nobody. A 5xx, or an
+operation: as an ops user and as an admin (Bearer tokens, as the CLI sends), and as nobody. A 5xx, or an
 exception escaping the app, fails the test with the request that caused it. Anonymous callers must
 be refused (401) on every write and on the reads that are not public, before anything is parsed.
 
