@@ -163,6 +163,18 @@ def latencies_ms(ready_at: dict[str, float], routable_at: dict[str, float], keys
     return found, [k for k in keys if k not in routable_at], early
 
 
+def _stages(ready_at: dict[str, float], committed_at: dict[str, float], added: dict[str, float],
+            keys: list[str]) -> dict[str, dict[str, float]]:
+    """Ready -> committed (the monitor) and committed -> in the table (server's change stream, syncer,
+    push), over the keys with all three times and no inherited ``added``. Purely computational."""
+    keys = [k for k in keys if k in committed_at and k in added and added[k] >= ready_at[k]]
+    if not keys:
+        return {}
+    monitor, _, _ = latencies_ms(ready_at, committed_at, keys)
+    stream, _, _ = latencies_ms(committed_at, added, keys)
+    return {"ready_to_committed_ms": summary(monitor), "committed_to_table_ms": summary(stream)}
+
+
 # --- kwok: 1,000 pods churning -------------------------------------------------------------------
 
 def _kwok_deployment(replicas: int) -> dict[str, Any]:
@@ -222,9 +234,10 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 ready.stop.set()
                 table.stop.set()
                 values, missing, reused = latencies_ms(ready.ready_at, table.added, new)
+                stages = _stages(ready.ready_at, stack.committed_at(), table.added, new)
                 return {"pods": pods, "kwok_nodes": nodes, "churn_s": churn_s, "deleted": deleted,
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
-                        "ready_to_table_ms": summary(values)}
+                        "ready_to_table_ms": summary(values), **stages}
     finally:
         lifecycle.down(cluster, purge=True)
 
@@ -263,12 +276,14 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
                 time.sleep(0.5)
             for watcher in (ready, table, probe):
                 watcher.stop.set()
+            stages = _stages(ready.ready_at, stack.committed_at(), table.added, new)
         by_name = {ready.names[u]: ready.ready_at[u] for u in new}
         answered, _, _ = latencies_ms(by_name, probe.first, [ready.names[u] for u in new if
                                                           ready.names[u] not in first_pods])
         in_table, _, _ = latencies_ms(ready.ready_at, table.added, new)
         return {"rounds": rounds, "requests": probe.requests, "failed_requests": probe.failures,
-                "ready_to_first_answer_ms": summary(answered), "ready_to_table_ms": summary(in_table)}
+                "ready_to_first_answer_ms": summary(answered), "ready_to_table_ms": summary(in_table),
+                **stages}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -280,12 +295,18 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
     def row(label: str, s: dict[str, float]) -> None:
         table.add_row(label, f"{s['p50']:.0f} ms", f"{s['p99']:.0f} ms", f"{s['max']:.0f} ms", str(s["n"]))
 
-    if "kwok" in r:
-        k = r["kwok"]
-        row(f"kwok, {k['pods']} pods churning: Ready -> in the upstream table", k["ready_to_table_ms"])
-    if "real" in r:
-        row("real pods: Ready -> first answer through the gateway", r["real"]["ready_to_first_answer_ms"])
-        row("real pods: Ready -> in the upstream table", r["real"]["ready_to_table_ms"])
+    for mode in ("kwok", "real"):
+        if mode not in r:
+            continue
+        m = r[mode]
+        label = f"kwok, {m['pods']} pods churning" if mode == "kwok" else "real pods"
+        if "ready_to_first_answer_ms" in m:
+            row(f"{label}: Ready -> first answer through the gateway", m["ready_to_first_answer_ms"])
+        row(f"{label}: Ready -> in the upstream table", m["ready_to_table_ms"])
+        for key, what in (("ready_to_committed_ms", "Ready -> UP committed (monitor)"),
+                          ("committed_to_table_ms", "committed -> in the table (stream, syncer)")):
+            if key in m:
+                row(f"  {what}", m[key])
     console.print(table)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,14 @@ class GatewayStack:
                 store.set_gray(policy=GrayPolicyOut(service=service, ratio=gray_ratio))
         finally:
             engine.dispose()
+
+    def committed_at(self) -> dict[str, float]:
+        """When each instance's first UP was committed to the catalog (epoch s), by uid: the split
+        of Ready -> routable into the monitor's part and the change stream + syncer's part."""
+        path = self.db_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+            rows = db.execute("SELECT uid, min(at) FROM changes WHERE type = 'UP' GROUP BY uid").fetchall()
+        return {uid: datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp() for uid, at in rows}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
