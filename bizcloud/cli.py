@@ -413,8 +413,18 @@ def _print_endpoints(data: dict[str, Any]) -> None:
                       f"(saved in {console_info['credentials']})")
         else:
             out.print(f"[bold]admin[/]      credentials in {console_info['credentials']}")
-    for url in data.get("demo-web", {}).get("urls", []):
-        out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
+    if "zookeeper" in data:
+        zk = data["zookeeper"]
+        out.print(f"[bold]zookeeper[/]  {'up' if zk['running'] else 'down'}, {zk['hosts']}   "
+                  f"(try: bizcloud soa providers)")
+    gateway = data.get("gateway")
+    if gateway:
+        state = "up" if gateway["running"] else "down"
+        out.print(f"[bold]gateway[/]    {state}, {gateway['url']}/   "
+                  f"(try: curl -H 'X-User-Id: 42' {gateway['url']}/)")
+    else:
+        for url in data.get("demo-web", {}).get("urls", []):
+            out.print(f"[bold]demo-web[/]   {url}   (try: curl {url})")
 
 
 # --- SOA registry ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bizcloud.cluster import processes
+from bizcloud.cluster.host import node_ip
 from bizcloud.cluster.layout import Layout
 from bizcloud.errors import PrerequisiteError
 from bizcloud.settings import Settings
@@ -131,7 +132,10 @@ def stop(server: ZooKeeperServer) -> bool:
 
 
 def local_server(settings: Settings) -> ZooKeeperServer:
-    return ZooKeeperServer(root=settings.resolved_state_dir(), port=settings.zookeeper_port)
+    """The ZooKeeper `make up` runs, on the node's address: pods reach the host there (their
+    ``status.hostIP``), which loopback would not give them; BizCloud's own clients use it too."""
+    return ZooKeeperServer(root=settings.resolved_state_dir(), port=settings.zookeeper_port,
+                           host=node_ip())
 
 
 def resolve_hosts(settings: Settings) -> str | None:
