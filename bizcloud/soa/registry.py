@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 
 from bizcloud.errors import BizCloudError
 from bizcloud.monitor.model import EventType, Instance, InstanceEvent
-from bizcloud.soa.plan import Actions, desired, nodes_of_pod, plan, providers_of
+from bizcloud.soa.plan import SOA_PORT, Actions, desired, nodes_of_pod, plan, providers_of
 from bizcloud.soa.urls import InvalidInterfaceError, parse_interfaces, providers_path
 from bizcloud.soa.watching import forget_zxid_when_suspended
 
@@ -112,6 +112,8 @@ class SoaRegistry:
 
     async def handle(self, event: InstanceEvent) -> None:
         self._loop = asyncio.get_running_loop()
+        if SOA_PORT not in event.instance.ports and event.type is not EventType.CHANGED:
+            return  # an HTTP-only pod never had provider nodes (a CHANGED may have dropped its port)
         async with self._lock:
             if event.type is EventType.DOWN:
                 await asyncio.to_thread(self._withdraw, event.instance, keep=set())

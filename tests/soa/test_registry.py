@@ -103,6 +103,15 @@ async def test_a_changed_pod_leaves_its_old_nodes(
     assert addresses(zk, interface) == {"10.9.0.1:9090": "normal"}
 
 
+async def test_http_only_pods_cost_no_zookeeper_call(registry: SoaRegistry, live: Live) -> None:
+    web = Instance(**{**instance("10.9.0.5", interfaces=None).__dict__, "ports": {"http": 8080}})
+    before = refused("no_annotation")
+    registry._client.stop()  # any ZooKeeper call would now fail
+    await registry.handle(InstanceEvent(type=EventType.UP, instance=web))
+    await registry.handle(InstanceEvent(type=EventType.DOWN, instance=web))
+    assert refused("no_annotation") == before  # an HTTP-only pod needs no annotation
+
+
 async def test_bad_annotations_are_refused_counted_and_never_written(
         registry: SoaRegistry, live: Live, zk: KazooClient, interface: str) -> None:
     before = refused("bad_name"), refused("no_annotation")
