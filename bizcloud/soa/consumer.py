@@ -13,6 +13,9 @@ Runs inside application images: standard library, kazoo and ``bizcloud.usersplit
   ``fallback`` is true (the default), the other group serves (counted in ``fallbacks``); with
   ``fallback`` false, ``NoProvider`` is raised. Dubbo's tag router behaves the same for a gray
   request (no gray provider: untagged ones serve unless ``dubbo.force.tag``).
+- ``env`` (optional): only providers registered from that BizCloud environment (their
+  ``bizcloud.env`` parameter), so a dev consumer never calls a test pod of the same interface;
+  providers registered by something else than BizCloud carry no environment and are kept.
 - ``mark_failed(provider)`` keeps a provider out of picks for ``quarantine_s`` seconds (a
   connection failure seen before the registry's DOWN).
 """
@@ -70,11 +73,12 @@ class Consumer(Watching):
     """Providers of ``interface``, picked per call. Thread-safe; start once, stop once."""
 
     def __init__(self, hosts: str, interface: str, *, service: str | None = None,
-                 balancer: str = "round_robin", quarantine_s: float = 5.0,
+                 balancer: str = "round_robin", env: str | None = None, quarantine_s: float = 5.0,
                  client: KazooClient | None = None,
                  on_change: Callable[[list[Provider]], None] | None = None) -> None:
         self.interface = validate_interface(interface)
         self.service = service
+        self.env = env
         super().__init__(hosts, client)
         self._balancers: dict[GroupName, Balancer] = {"normal": make_balancer(balancer),
                                                       "gray": make_balancer(balancer)}
@@ -116,7 +120,7 @@ class Consumer(Watching):
                 log.warning("ignoring a provider node that is not a URL interface=%s error=%s",
                             self.interface, e)
                 continue
-            if provider.interface == self.interface:
+            if provider.interface == self.interface and self._in_env(provider):
                 fresh[node] = provider
         with self._lock:
             self._providers = fresh
@@ -128,6 +132,10 @@ class Consumer(Watching):
         if self._on_change is not None:
             self._on_change(list(fresh.values()))
         return True
+
+    def _in_env(self, provider: Provider) -> bool:
+        registered = provider.params.get("bizcloud.env")
+        return self.env is None or registered is None or registered == self.env
 
     def _on_policy(self, data: bytes | None, _stat: Any) -> bool:
         if self._stopped:

@@ -104,6 +104,19 @@ def test_an_empty_group_falls_back_to_the_other_unless_the_policy_forbids_it(
         consumer.pick("someone")
 
 
+def test_a_consumer_of_one_environment_ignores_the_others(
+        zk: KazooClient, zk_server: ZooKeeperServer, interface: str) -> None:
+    register(zk, provider(interface, "10.0.0.1"))  # bizcloud.env=t
+    other = provider(interface, "10.0.0.2")
+    register(zk, Provider(host=other.host, port=other.port, interface=interface,
+                          params={**other.params, "bizcloud.env": "prod"}))
+    foreign = "dubbo%3A%2F%2F10.0.0.3%3A20880%2F" + interface + "%3Fside%3Dprovider"
+    zk.create(f"/dubbo/{interface}/providers/{foreign}", b"")
+    with Consumer(zk_server.hosts, interface, env="t") as consumer:
+        until(lambda: len(consumer.providers()) == 2, "the providers")
+        assert sorted(p.host for p in consumer.providers()) == ["10.0.0.1", "10.0.0.3"]
+
+
 def test_mark_failed_keeps_a_provider_out_for_a_while(
         zk: KazooClient, consumer: Consumer, interface: str) -> None:
     a, b = provider(interface, "10.0.0.1"), provider(interface, "10.0.0.2")
