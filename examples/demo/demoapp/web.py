@@ -25,9 +25,10 @@ CALL_TIMEOUT_S = 2.0
 class Backend:
     """demo-api through the SOA SDK's consumer, connected in the background (ZooKeeper may be late)."""
 
-    def __init__(self, hosts: str, interface: str, service: str) -> None:
+    def __init__(self, hosts: str, interface: str, service: str, env: str | None) -> None:
         self.hosts, self.interface, self.service = hosts, interface, service
-        self.consumer = Consumer(hosts, interface, service=service)
+        # Only providers of our own environment: a dev consumer never calls another env's pods.
+        self.consumer = Consumer(hosts, interface, service=service, env=env or None)
         self._stopped = threading.Event()
         self._connected = keep_trying(self.consumer.start, f"consumer of {interface}", stopped=self._stopped)
 
@@ -84,7 +85,7 @@ def build(identity: Identity, backend: Backend | None) -> App:
 def main() -> int:
     hosts = os.environ.get("ZK_HOSTS", "")
     backend = Backend(hosts, os.environ.get("BACKEND_INTERFACE", DEFAULT_INTERFACE),
-                      os.environ.get("BACKEND_SERVICE", "demo-api")) if hosts else None
+                      os.environ.get("BACKEND_SERVICE", "demo-api"), os.environ.get("ENV")) if hosts else None
     if backend is not None:
         log("soa consumer", zookeeper=hosts, interface=backend.interface, service=backend.service)
     return serve(build(Identity.from_env(), backend), int(os.environ.get("PORT", "8080")),
