@@ -40,9 +40,9 @@ from bench.gateway_stack import (
     gateway_stack,
     sample_namespace,
     save_and_show,
-    wait_until,
 )
 from bizcloud.cluster import lifecycle
+from bizcloud.cluster.processes import wait_until
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
 
@@ -265,8 +265,8 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
                 log(f"real pods: round {i + 1}/{rounds}")
                 before = set(ready.ready_at)
                 kubectl.run("scale", f"deployment/{service}", "-n", namespace, "--replicas=2")
-                uid = wait_until(lambda b=before: next(iter(set(ready.ready_at) - b), None),  # type: ignore[misc]
-                                 timeout=120, what="the new pod Ready")
+                uid: str = wait_until(lambda b=before: next(iter(set(ready.ready_at) - b), ""),  # type: ignore[misc]
+                                      timeout=120, what="the new pod Ready")
                 name = ready.names[uid]
                 wait_until(lambda n=name: n in probe.first, timeout=30,  # type: ignore[misc]
                            what="an answer from the new pod")

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from bizcloud.catalog.db import make_engine
 from bizcloud.catalog.policies import GrayPolicyOut
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.cluster import images, lifecycle
+from bizcloud.cluster.processes import wait_until
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.settings import Settings
 from bizcloud.stack import SAMPLE_DIR
@@ -72,16 +72,6 @@ def gateway_bench_settings(state_dir: Path) -> Settings:
         controller_manager_port=40257, scheduler_port=40259, kubelet_port=40250, kubelet_healthz_port=40248,
         kwok_port=40247,
     )
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def answers(url: str) -> bool:
@@ -181,11 +171,8 @@ def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2, server_
             command = argv if argv[0] == "-c" else ["-m", "bizcloud", *argv]
             stack.procs.append(subprocess.Popen([sys.executable, *command],
                                                 env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT))
-            try:
-                wait_until(lambda url=probe: answers(url), timeout=60, what=f"the {name}")  # type: ignore[misc]
-            except TimeoutError as e:
-                tail = (scratch / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise TimeoutError(f"{e}; its log ends:\n{tail}") from e
+            wait_until(lambda url=probe: answers(url), timeout=60, what=f"the {name}",  # type: ignore[misc]
+                       log=scratch / f"{name}.log", pid=stack.procs[-1].pid)
         yield stack
     finally:
         stack.stop()

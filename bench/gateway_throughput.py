@@ -38,8 +38,8 @@ from bench.gateway_stack import (
     gateway_stack,
     sample_namespace,
     save_and_show,
-    wait_until,
 )
+from bizcloud.cluster.processes import wait_until
 
 GOAL_RATIO = 0.9
 GRAY_RATIO = 20.0
@@ -156,8 +156,8 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
         stack_dir.mkdir()
         with gateway_stack(ns.cluster, stack_dir, workers=WORKERS) as stack:
             stack.route(service, ENV, gray_ratio=GRAY_RATIO)
-            peers = wait_until(lambda: (p := stack.peers(service, ENV)) and len(p) == 3 and p, timeout=180,
-                               what="3 peers in the gateway")
+            peers = wait_until(lambda: [p for p in [stack.peers(service, ENV)] if len(p) == 3][:1],
+                               timeout=180, what="3 peers in the gateway")[0]
             wait_until(lambda: (stack.table().get("policies") or {}).get(service), timeout=30,
                        what="the gray policy in the gateway")
             peer_addrs = [(str(p["ip"]), int(p["port"])) for p in peers]

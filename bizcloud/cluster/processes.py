@@ -18,9 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bizcloud.cluster.layout import Layout
 from bizcloud.errors import ClusterError, PrerequisiteError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -136,17 +139,18 @@ def require_free(port: int, *, what: str, setting: str) -> None:
             hint=f"stop that process, or choose another port with BIZCLOUD_{setting.upper()}")
 
 
-def wait_until(check: Callable[[], bool], *, what: str, timeout: float, log: Path | None = None,
-               pid: int | None = None) -> None:
-    """Poll ``check`` until it holds; fail with the daemon's last log line if it dies or times out."""
+def wait_until(check: Callable[[], T], *, what: str, timeout: float, log: Path | None = None,
+               pid: int | None = None, interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail with the daemon's
+    last log line if it dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        if result := check():
+            return result
         if pid is not None and not alive(pid):
             raise ClusterError(f"{what}: the process exited. {last_line(log)}",
                                hint=f"see {log}" if log else "")
-        time.sleep(0.2)
+        time.sleep(interval)
     raise ClusterError(f"{what}: not ready after {timeout:.0f}s. {last_line(log)}",
                        hint=f"see {log}" if log else "")
 
