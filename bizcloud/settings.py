@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     zookeeper_hosts: str | None = None
     zookeeper_port: int = 2181
 
+    # Automatic authorization: the MariaDB master and replica `make up` starts for the sample (its
+    # admin credentials go to the Secret ``bizcloud-system/mariadb-admin``, never to a file in the
+    # repository), and how long a failing grant is retried between attempts at most.
+    mariadb_master_port: int = 3316
+    mariadb_replica_port: int = 3317
+    authz_retry_max_s: float = Field(default=5.0, gt=0)
+
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"
     # The Debian mirror the Python base image is bootstrapped from; None: the one this host's apt uses.
