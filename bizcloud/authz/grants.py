@@ -51,6 +51,15 @@ class SoaAccess:
 Detail = MysqlAccess | TcpAccess | SoaAccess
 
 
+def mysql_target(cluster: str, host: str, port: int) -> str:
+    """The target name of one MySQL server of a cluster: ``cluster/host:port`` (IPv6 in brackets).
+
+    The planner names targets with it and the MySQL executor resolves them back through the
+    inventory by comparing with it, so the two never disagree on a format.
+    """
+    return f"{cluster}/[{host}]:{port}" if ":" in host else f"{cluster}/{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Grant:
     kind: Kind
