@@ -1,0 +1,403 @@
+"""The MySQL/MariaDB executor: makes one server's pod accounts exactly what the plan says.
+
+The worker hands it a ``TargetPlan`` for one server, ``"<cluster>/<host>:<port>"`` (the master
+and each slave are separate targets). ``plan.scope`` names the MySQL users BizCloud owns on that
+cluster; ``plan.desired`` holds ``MysqlAccess`` grants: the account ``user@'<pod ip>'`` with the
+service's password (read through ``MysqlCredentials``) and exactly the declared privileges on
+```database`.*``. One converge is one admin session and one pass:
+
+1. read back: the scoped users' accounts whose host is an IP literal, their password hashes,
+   database privileges, any privilege beyond the database level, and their live sessions;
+2. decide (pure, ``plan_changes``): create missing accounts, ``ALTER USER`` a changed password,
+   revoke extra and grant missing privileges, drop accounts that are no longer desired;
+3. apply, then ``KILL`` every session of a scoped user from an IP that no longer holds an account
+   (an IP is reused by the next pod; a crash between DROP and KILL is finished next time).
+
+**Accounts are per server.** The admin session runs ``SET SESSION sql_log_bin=0``: the master's
+account changes must not replicate, because the replica gets its own from its own converge, and a
+replicated ``CREATE USER`` would collide with it and stop replication. Accounts of users outside
+the scope, accounts whose host is not an IP literal (``'%'``, ``localhost``) and the admin's own
+account are never touched. Names pass ``bizcloud.identifiers`` and are then quoted by one helper:
+literals go as driver parameters, database names through ``quote_identifier``; privilege keywords
+come only from the validator's fixed set. Passwords are parameters of the statements only: they
+never reach a log line, an exception or a ``Converged`` value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pymysql
+import pymysql.cursors
+
+from bizcloud import identifiers
+from bizcloud.authz.executor import ExecutorUnavailableError
+from bizcloud.authz.grants import Converged, Grant, Kind, MysqlAccess, TargetPlan
+from bizcloud.configcenter.schema import Inventory, SecretRef
+from bizcloud.errors import BizCloudError
+
+log = logging.getLogger("bizcloud.authz.mysql")
+
+CONNECT_TIMEOUT_S = 5
+IO_TIMEOUT_S = 10
+ER_NO_SUCH_THREAD = 1094
+# mysql.db's privilege columns, as the privilege names GRANT and REVOKE take.
+DB_PRIVILEGE_COLUMNS = {
+    "Select_priv": "SELECT", "Insert_priv": "INSERT", "Update_priv": "UPDATE", "Delete_priv": "DELETE",
+    "Create_priv": "CREATE", "Drop_priv": "DROP", "Grant_priv": "GRANT OPTION",
+    "References_priv": "REFERENCES", "Index_priv": "INDEX", "Alter_priv": "ALTER",
+    "Create_tmp_table_priv": "CREATE TEMPORARY TABLES", "Lock_tables_priv": "LOCK TABLES",
+    "Create_view_priv": "CREATE VIEW", "Show_view_priv": "SHOW VIEW",
+    "Create_routine_priv": "CREATE ROUTINE", "Alter_routine_priv": "ALTER ROUTINE",
+    "Execute_priv": "EXECUTE", "Event_priv": "EVENT", "Trigger_priv": "TRIGGER",
+    "Delete_history_priv": "DELETE HISTORY",
+}
+_KNOWN_PRIVILEGES = identifiers.MYSQL_PRIVILEGES | set(DB_PRIVILEGE_COLUMNS.values())
+
+Account = tuple[str, str]  # (user, ip)
+
+
+class MysqlCredentials(Protocol):
+    """Where passwords come from (Kubernetes Secrets in BizCloud; a dict in tests)."""
+
+    async def admin(self, ref: SecretRef) -> tuple[str, str]:
+        """The cluster's admin (user, password) from the Secret the inventory names."""
+        ...
+
+    async def password(self, service: str, env: str, user: str) -> str:
+        """The password of ``service``'s MySQL ``user`` in ``env``."""
+        ...
+
+
+class MysqlTargetError(BizCloudError):
+    """The plan names a server the inventory lacks, or asks for something that cannot be one account."""
+
+
+def quote_identifier(name: str) -> str:
+    """A database (or table) name as a backtick-quoted SQL identifier; the only place one is made."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+# --- pure: targets, desired accounts, the changes ----------------------------------------------
+
+@dataclass(frozen=True)
+class Server:
+    cluster: str
+    host: str
+    port: int
+    admin: SecretRef
+
+
+def parse_target(target: str) -> tuple[str, str, int]:
+    """``"cluster/host:port"`` as validated parts. Purely computational."""
+    cluster, slash, address = target.partition("/")
+    host, colon, port = address.rpartition(":")
+    if not slash or not colon or not port.isdigit():
+        raise MysqlTargetError(f"MySQL target {target[:80]!r} is not 'cluster/host:port'",
+                               hint="targets look like main/10.0.0.5:3306 (the planner makes them)")
+    return (identifiers.service_name(cluster, "cluster"), identifiers.host(host.strip("[]"), "host"),
+            identifiers.port(int(port), "port"))
+
+
+def resolve_server(inventory: Inventory, target: str) -> Server:
+    """The inventory's server behind ``target``; an unknown cluster or server is an error naming it."""
+    name, host, port = parse_target(target)
+    cluster = inventory.mysql.get(name)
+    if cluster is None:
+        raise MysqlTargetError(f"MySQL target {target}: unknown cluster {name!r}",
+                               hint=f"the inventory has: {', '.join(sorted(inventory.mysql)) or 'none'}")
+    if all((s.host, s.port) != (host, port) for s in (cluster.master, *cluster.slaves)):
+        known = ", ".join(f"{s.host}:{s.port}" for s in (cluster.master, *cluster.slaves))
+        raise MysqlTargetError(f"MySQL target {target}: {host}:{port} is not a server of cluster {name!r}",
+                               hint=f"its servers are: {known}")
+    return Server(cluster=name, host=host, port=port, admin=cluster.admin)
+
+
+@dataclass
+class Desired:
+    """One account to hold: whose password, and the privileges per database."""
+
+    service: str
+    env: str
+    privileges: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def desired_accounts(plan: TargetPlan) -> dict[Account, Desired]:
+    """The plan's grants as accounts, every name validated. Purely computational.
+
+    Two grants of one account merge their databases' privileges; they must share the service
+    and environment that own its password (one account has one password).
+    """
+    scope = {identifiers.mysql_user(u, "scope") for u in plan.scope}
+    accounts: dict[Account, Desired] = {}
+    for grant in sorted(plan.desired, key=Grant.sort_key):
+        access = grant.detail
+        if grant.kind is not Kind.MYSQL or not isinstance(access, MysqlAccess) or grant.target != plan.target:
+            raise MysqlTargetError(f"MySQL target {plan.target}: a grant of another kind or target: "
+                                   f"{grant.text()}")
+        user = identifiers.mysql_user(access.user)
+        if user not in scope:
+            raise MysqlTargetError(f"MySQL target {plan.target}: user {user!r} is desired but not in scope",
+                                   hint="the planner must own every user it grants (add it to the scope)")
+        key = (user, identifiers.ip_address(grant.subject_ip, "subject_ip"))
+        service = identifiers.service_name(access.service, "service")
+        env = identifiers.service_name(access.env, "env")
+        account = accounts.setdefault(key, Desired(service, env))
+        if (account.service, account.env) != (service, env):
+            raise MysqlTargetError(
+                f"MySQL target {plan.target}: {user}@{key[1]} is claimed by {account.service}/{account.env} "
+                f"and {service}/{env}",
+                hint="one MySQL user per cluster belongs to one service and environment")
+        database = identifiers.mysql_database(access.database)
+        account.privileges[database] = (account.privileges.get(database, frozenset())
+                                        | identifiers.mysql_privileges(access.privileges))
+    return accounts
+
+
+@dataclass(frozen=True)
+class Actual:
+    """What the server holds for one account."""
+
+    auth: str                                 # the mysql_native_password hash, "" for other plugins
+    privileges: Mapping[str, frozenset[str]]  # database -> privileges held on `database`.*
+    elevated: bool = False                    # holds global, table, column or routine privileges
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    params: tuple[object, ...] = ()
+    what: str = ""       # names the account in errors (never the parameters, which may be secret)
+
+
+@dataclass(frozen=True)
+class Changes:
+    statements: tuple[Statement, ...]
+    added: tuple[Grant, ...]
+    removed: tuple[Grant, ...]
+
+
+def _privilege_list(privileges: Iterable[str]) -> str:
+    chosen = sorted(privileges)
+    if any(p not in _KNOWN_PRIVILEGES for p in chosen):  # keywords come from the fixed set only
+        raise MysqlTargetError(f"unknown privilege among {chosen}")
+    return ", ".join(chosen)
+
+
+def _minus(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """The databases whose privileges in ``a`` differ from ``b``'s."""
+    return {db: privs for db, privs in a.items() if b.get(db) != privs}
+
+
+def _grants_of(target: str, account: Account, privileges: Mapping[str, frozenset[str]],
+               owner: tuple[str, str] = ("", "")) -> list[Grant]:
+    user, ip = account
+    return [Grant(Kind.MYSQL, ip, target, MysqlAccess(user, db, tuple(sorted(privs)), *owner))
+            for db, privs in sorted(privileges.items())]
+
+
+def plan_changes(*, target: str, actual: Mapping[Account, Actual], desired: Mapping[Account, Desired],
+                 hashes: Mapping[Account, str]) -> Changes:
+    """The statements that make ``actual`` equal ``desired``, and the grants they add and remove.
+
+    Purely computational. ``hashes`` is each desired account's expected password hash (computed
+    by the server); statements that set a password carry the placeholder ``None`` for the caller
+    to fill, so no secret passes through here. Removed grants name no service: the server does
+    not know whose an account was.
+    """
+    statements: list[Statement] = []
+    added: list[Grant] = []
+    removed: list[Grant] = []
+    for account in sorted(set(actual) | set(desired)):
+        user, ip = account
+        who = f"{user}@{ip}"
+        have, want = actual.get(account), desired.get(account)
+        if want is None:
+            assert have is not None
+            statements.append(Statement("DROP USER IF EXISTS %s@%s", (user, ip), f"DROP USER {who}"))
+            # an account without database privileges (a crash before its GRANT) is still a grant gone
+            removed += _grants_of(target, account, have.privileges or {"*": frozenset({"USAGE"})})
+            continue
+        held: Mapping[str, frozenset[str]] = {}
+        if have is None:
+            statements.append(Statement("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, ip, None),
+                                        f"CREATE USER {who}"))
+        else:
+            held = have.privileges
+            if have.auth != hashes[account]:
+                statements.append(Statement("ALTER USER %s@%s IDENTIFIED BY %s", (user, ip, None),
+                                            f"ALTER USER {who}"))
+            if have.elevated:
+                statements.append(Statement("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, ip),
+                                            f"REVOKE ALL FROM {who}"))
+                held = {}
+        for db in sorted(set(held) | set(want.privileges)):
+            extra = held.get(db, frozenset()) - want.privileges.get(db, frozenset())
+            missing = want.privileges.get(db, frozenset()) - held.get(db, frozenset())
+            if extra:
+                statements.append(Statement(f"REVOKE {_privilege_list(extra)} ON {quote_identifier(db)}.* "
+                                            "FROM %s@%s", (user, ip), f"REVOKE ON {db} FROM {who}"))
+            if missing:
+                statements.append(Statement(f"GRANT {_privilege_list(missing)} ON {quote_identifier(db)}.* "
+                                            "TO %s@%s", (user, ip), f"GRANT ON {db} TO {who}"))
+        before = dict(have.privileges) if have else {}
+        renewed = have is not None and (have.auth != hashes[account] or have.elevated)
+        added += _grants_of(target, account, want.privileges if renewed else _minus(want.privileges, before),
+                            (want.service, want.env))
+        removed += _grants_of(target, account, _minus(before, want.privileges))
+    return Changes(tuple(statements), tuple(added), tuple(removed))
+
+
+# --- I/O: one admin session per converge --------------------------------------------------------
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _in(values: Iterable[object]) -> str:
+    return ", ".join(["%s"] * len(list(values)))
+
+
+def read_actual(cursor: Any, users: list[str]) -> dict[Account, Actual]:
+    """The scoped users' IP-pinned accounts as the server holds them (global, db, table privileges)."""
+    marks = _in(users)
+    cursor.execute(f"SELECT * FROM mysql.user WHERE User IN ({marks}) AND is_role = 'N'", users)
+    accounts: dict[Account, dict[str, Any]] = {}
+    for row in cursor.fetchall():
+        if _is_ip(row["Host"]):
+            elevated = any(v == "Y" for k, v in row.items() if k.endswith("_priv"))
+            auth = row["authentication_string"] if row["plugin"] == "mysql_native_password" else ""
+            accounts[(row["User"], row["Host"])] = {"auth": auth or "", "privileges": {},
+                                                    "elevated": elevated}
+    cursor.execute(f"SELECT * FROM mysql.db WHERE User IN ({marks})", users)
+    for row in cursor.fetchall():
+        if (account := accounts.get((row["User"], row["Host"]))) is not None:
+            held = frozenset(p for col, p in DB_PRIVILEGE_COLUMNS.items() if row.get(col) == "Y")
+            if held:
+                account["privileges"][row["Db"]] = held
+    cursor.execute(" UNION ".join(f"SELECT User, Host FROM mysql.{table} WHERE User IN ({marks})"
+                                  for table in ("tables_priv", "columns_priv", "procs_priv")), users * 3)
+    for row in cursor.fetchall():
+        if (account := accounts.get((row["User"], row["Host"]))) is not None:
+            account["elevated"] = True
+    return {key: Actual(**value) for key, value in accounts.items()}
+
+
+def _sessions(cursor: Any, users: list[str]) -> list[tuple[int, Account]]:
+    cursor.execute(f"SELECT ID, USER, HOST FROM information_schema.PROCESSLIST WHERE USER IN ({_in(users)})",
+                   users)
+    return [(int(row["ID"]), (row["USER"], str(row["HOST"]).rpartition(":")[0].strip("[]")))
+            for row in cursor.fetchall()]
+
+
+class _StepError(Exception):
+    """Carries which step failed (``what`` names no secret) to the async side, cause attached."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class MysqlExecutor:
+    """Converges one MySQL/MariaDB server's pod accounts to a plan (see the module docstring)."""
+
+    kind = Kind.MYSQL
+
+    def __init__(self, inventory: Callable[[], Inventory], credentials: MysqlCredentials) -> None:
+        self._inventory = inventory
+        self._credentials = credentials
+
+    async def converge(self, plan: TargetPlan) -> Converged:
+        server = resolve_server(self._inventory(), plan.target)
+        desired = desired_accounts(plan)
+        users = sorted({identifiers.mysql_user(u, "scope") for u in plan.scope})
+        if not users:
+            return Converged()
+        admin_user, admin_password = await self._credentials.admin(server.admin)
+        if admin_user in users:
+            raise MysqlTargetError(
+                f"MySQL target {plan.target}: the admin user {admin_user!r} is in the scope",
+                hint="BizCloud never manages its own admin account; give the service another user")
+        owners = {(u, d.service, d.env) for (u, _), d in desired.items()}
+        by_owner = {o: await self._credentials.password(o[1], o[2], o[0]) for o in sorted(owners)}
+        passwords = {a: by_owner[(a[0], d.service, d.env)] for a, d in desired.items()}
+        secrets = [admin_password, *by_owner.values()]
+        try:
+            changes = await asyncio.to_thread(self._converge_sync, server=server, target=plan.target,
+                                              admin=(admin_user, admin_password), users=users,
+                                              desired=desired, passwords=passwords)
+        except _StepError as e:
+            text = str(e.__cause__)
+            clean = _redact(text, secrets)
+            error = ExecutorUnavailableError(f"MySQL target {plan.target}: {e.what} failed: {clean}",
+                                             hint="retried with backoff until the server accepts it")
+            if clean != text:
+                raise error from None  # the driver's text held a secret: keep it out of tracebacks
+            raise error from e.__cause__
+        if changes.statements:
+            log.info("converged target=%s added=%d removed=%d statements=%d", plan.target, len(changes.added),
+                     len(changes.removed), len(changes.statements))
+        return Converged(added=changes.added, removed=changes.removed)
+
+    def _converge_sync(self, *, server: Server, target: str, admin: tuple[str, str], users: list[str],
+                       desired: dict[Account, Desired], passwords: dict[Account, str]) -> Changes:
+        admin_user, admin_password = admin
+        try:
+            conn = pymysql.connect(host=server.host, port=server.port, user=admin_user,
+                                   password=admin_password,
+                                   connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
+                                   write_timeout=IO_TIMEOUT_S, autocommit=True,
+                                   cursorclass=pymysql.cursors.DictCursor)
+        except pymysql.MySQLError as e:
+            raise _StepError(f"connecting to {server.host}:{server.port} as {admin_user}") from e
+        try:
+            with conn, conn.cursor() as cursor:
+                return self._apply(cursor, target, users, desired, passwords)
+        except pymysql.MySQLError as e:  # reading back, or the session broke
+            raise _StepError("reading the accounts back") from e
+
+    @staticmethod
+    def _apply(cursor: Any, target: str, users: list[str], desired: dict[Account, Desired],
+               passwords: dict[Account, str]) -> Changes:
+        cursor.execute("SET SESSION sql_log_bin=0")
+        actual = read_actual(cursor, users)
+        distinct = sorted(set(passwords.values()))
+        hashes: dict[Account, str] = {}
+        if distinct:
+            cursor.execute("SELECT " + ", ".join(f"PASSWORD(%s) AS h{i}" for i in range(len(distinct))),
+                           distinct)
+            row = cursor.fetchone()
+            by_password = {p: row[f"h{i}"] for i, p in enumerate(distinct)}
+            hashes = {a: by_password[p] for a, p in passwords.items()}
+        changes = plan_changes(target=target, actual=actual, desired=desired, hashes=hashes)
+        for statement in changes.statements:
+            params = tuple(passwords[(str(statement.params[0]), str(statement.params[1]))] if p is None else p
+                           for p in statement.params)
+            try:
+                cursor.execute(statement.sql, params)
+            except pymysql.MySQLError as e:
+                raise _StepError(statement.what) from e
+        for session, account in _sessions(cursor, users):
+            if account not in desired and _is_ip(account[1]):
+                try:
+                    cursor.execute("KILL CONNECTION %s", (session,))
+                except pymysql.MySQLError as e:
+                    if e.args[0] != ER_NO_SUCH_THREAD:  # it ended on its own meanwhile
+                        raise _StepError(f"KILL CONNECTION {session} of {account[0]}@{account[1]}") from e
+        return changes
