@@ -10,8 +10,10 @@ there), leaving everything outside the scope alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -58,6 +60,24 @@ def mysql_target(cluster: str, host: str, port: int) -> str:
     inventory by comparing with it, so the two never disagree on a format.
     """
     return f"{cluster}/[{host}]:{port}" if ":" in host else f"{cluster}/{host}:{port}"
+
+
+def mysql_cluster(target: str) -> str:
+    """The cluster of a MySQL server target (``mysql_target``'s first part)."""
+    return target.split("/", 1)[0]
+
+
+def detail_from_dict(kind: Kind, data: Mapping[str, Any]) -> Detail | None:
+    """A detail back from its fields (``dataclasses.asdict``), or None when they do not fit ``kind``."""
+    try:
+        if kind is Kind.MYSQL:
+            return MysqlAccess(user=data["user"], database=data["database"],
+                               privileges=tuple(data["privileges"]), service=data["service"], env=data["env"])
+        if kind is Kind.TCP:
+            return TcpAccess(port=int(data["port"]))
+        return SoaAccess()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,220 @@
+"""The authorization worker: a monitor subscriber that keeps every target converged to the planner's desire.
+
+On each batch of instance events it plans again from the whole picture (the live instances, the
+latest configs and inventory) and converges the targets whose desired grants changed, in parallel
+(one lock per target, so two converges of one target never interleave). A target that fails
+(database down, ZooKeeper away) does not hold up the batch or the other targets: its grants are
+marked pending in the journal and it is retried on its own with capped exponential backoff until
+it converges. Config changes (polled by revision) and a periodic resync converge every target, so
+a worker killed half-way through a batch, or restarted after pods died, removes every orphan at
+its next start: executors read the actual state back and apply only the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client import Counter, Histogram
+
+from bizcloud.authz.credentials import KubeCredentials
+from bizcloud.authz.executor import Executor
+from bizcloud.authz.grants import Kind, TargetPlan
+from bizcloud.authz.journal import AuthzStore
+from bizcloud.authz.planner import Desired, Refusal, VersionedConfig, desired
+from bizcloud.configcenter.store import ConfigStore, Snapshot
+from bizcloud.errors import BizCloudError
+from bizcloud.monitor.model import Instance, InstanceEvent
+
+log = logging.getLogger("bizcloud.authz")
+
+CONVERGES = Counter("bizcloud_authz_converges_total", "Target converges", ["kind", "outcome"])
+CHANGES = Counter("bizcloud_authz_changes_total", "Grants added or removed on targets", ["kind", "action"])
+CONVERGE_SECONDS = Histogram("bizcloud_authz_converge_seconds", "Time to converge one target", ["kind"],
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5))
+EVENT_TO_GRANT = Histogram("bizcloud_authz_event_seconds",
+                           "From the monitor seeing a pod change to its targets converged",
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5))
+
+Key = tuple[Kind, str]
+
+
+def _describe(events: Sequence[InstanceEvent]) -> str:
+    first = events[0]
+    text = f"{first.type} {first.instance.namespace}/{first.instance.pod} ({first.uid})"
+    return text if len(events) == 1 else f"{text} and {len(events) - 1} more"
+
+
+class AuthzWorker:
+    """Implements the monitor's ``BatchSubscriber``; ``reconcile_forever`` runs beside the monitor."""
+
+    name = "authz"
+
+    def __init__(self, *, configs: ConfigStore, store: AuthzStore, executors: Mapping[Kind, Executor],
+                 live: Callable[[], Iterable[Instance]], credentials: KubeCredentials | None = None,
+                 retry_max: float = 5.0) -> None:
+        self._configs = configs
+        self._store = store
+        self._executors = dict(executors)
+        self._live = live
+        self._credentials = credentials
+        self._retry_max = retry_max
+        self._snapshot: Snapshot | None = None
+        self._owned: tuple[dict[str, frozenset[str]], frozenset[str]] | None = None
+        self._done: dict[Key, TargetPlan] = {}          # the plan each target was last converged to
+        self._failures: dict[Key, int] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._retrying: dict[Key, asyncio.Task[None]] = {}
+        self._refused: set[Refusal] = set()
+        self._last: Desired | None = None
+
+    # --- the subscriber ------------------------------------------------------------------------
+
+    async def handle_batch(self, events: Sequence[InstanceEvent]) -> None:
+        await self.converge(trigger=_describe(events))
+        now = time.time()
+        for event in events:
+            if event.observed_at:
+                EVENT_TO_GRANT.observe(max(0.0, now - event.observed_at))
+
+    # --- converging ----------------------------------------------------------------------------
+
+    async def _plan(self) -> Desired:
+        revision = await asyncio.to_thread(self._configs.revision)
+        if self._snapshot is None or self._snapshot.revision != revision:
+            self._snapshot = await asyncio.to_thread(self._configs.latest)
+        if self._owned is None:
+            self._owned = await asyncio.to_thread(self._store.owned)
+        snapshot, (users, interfaces) = self._snapshot, self._owned
+        configs = {name: VersionedConfig(config, snapshot.versions.get(name, 0))
+                   for name, config in snapshot.services.items()}
+        return desired(configs, snapshot.inventory, self._live(), owned_mysql_users=users,
+                       owned_interfaces=interfaces)
+
+    async def converge(self, *, trigger: str, everything: bool = False) -> Desired:
+        """Plan from the current picture and converge what changed (``everything``: every target)."""
+        plan = await self._plan()
+        self._last = plan
+        new_refusals = [r for r in plan.refusals if r not in self._refused]
+        if new_refusals:
+            self._refused.update(new_refusals)
+            await asyncio.to_thread(self._store.refused, new_refusals, trigger=trigger)
+            for r in new_refusals:
+                log.warning("grant refused service=%s env=%s pod=%s ip=%s dependency=%s reason=%s",
+                            r.service, r.env, r.pod, r.ip, r.dependency, r.message)
+        keys = [key for key, target in plan.plans.items()
+                if everything or self._done.get(key) != target or key in self._failures]
+        await asyncio.gather(*(self._converge_target(plan.plans[key], plan, trigger) for key in keys))
+        return plan
+
+    async def _converge_target(self, target: TargetPlan, plan: Desired, trigger: str) -> bool:
+        key = (target.kind, target.target)
+        executor = self._executors.get(target.kind)
+        if executor is None:
+            return True  # no executor for this kind here (no ZooKeeper configured): nothing to do
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            attempts = self._failures.get(key, 0) + 1
+            started = time.perf_counter()
+            reasons = {g: plan.reasons.get(g, ()) for g in target.desired}
+            try:
+                result = await executor.converge(target)
+            except Exception as e:  # any failure: pending, retried; never lost, never fatal
+                message = e.one_line() if isinstance(e, BizCloudError) else f"{type(e).__name__}: {e}"
+                self._failures[key] = attempts
+                CONVERGES.labels(target.kind.value, "failed").inc()
+                log.warning("converge failed kind=%s target=%s attempt=%d error=%s",
+                            target.kind, target.target, attempts, message)
+                await asyncio.to_thread(self._store.failed, target, message, reasons, trigger=trigger,
+                                        attempts=attempts)
+                self._schedule_retry(key, attempts)
+                return False
+            CONVERGE_SECONDS.labels(target.kind.value).observe(time.perf_counter() - started)
+            CONVERGES.labels(target.kind.value, "ok").inc()
+            self._failures.pop(key, None)
+            self._done[key] = target
+            if result.added or result.removed or attempts > 1:
+                CHANGES.labels(target.kind.value, "grant").inc(len(result.added))
+                CHANGES.labels(target.kind.value, "revoke").inc(len(result.removed))
+                added, removed = len(result.added), len(result.removed)
+                log.info("converged kind=%s target=%s added=%d removed=%d attempts=%d trigger=%r",
+                         target.kind, target.target, added, removed, attempts, trigger)
+                await asyncio.to_thread(self._store.converged, target, result, reasons, trigger=trigger,
+                                        attempts=attempts)
+                if result.added and self._owned is not None:
+                    self._remember_owned(target)
+            return True
+
+    def _remember_owned(self, target: TargetPlan) -> None:
+        """Grants just made are owned from now on (the journal says so too, for the next start)."""
+        assert self._owned is not None
+        users, interfaces = self._owned
+        if target.kind is Kind.SOA:
+            interfaces = interfaces | {target.target}
+        elif target.kind is Kind.MYSQL:
+            cluster = target.target.split("/", 1)[0]
+            names = {g.detail.user for g in target.desired if hasattr(g.detail, "user")}
+            users = {**users, cluster: users.get(cluster, frozenset()) | names}
+        self._owned = (users, interfaces)
+
+    def _schedule_retry(self, key: Key, attempts: int) -> None:
+        if key in self._retrying and not self._retrying[key].done():
+            return
+        delay = min(self._retry_max, 0.2 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+        task = asyncio.create_task(self._retry(key, delay))
+        self._retrying[key] = task
+
+    async def _retry(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retrying.pop(key, None)
+        plan = await self._plan()
+        target = plan.plans.get(key)
+        if target is None:
+            self._failures.pop(key, None)  # the target left the inventory: nothing to converge
+            return
+        failures = self._failures.get(key, 0)
+        await self._converge_target(target, plan, trigger=f"retry after {failures} failures")
+
+    # --- beside the monitor --------------------------------------------------------------------
+
+    async def ensure_secrets(self) -> None:
+        """Every service with a MySQL dependency gets its password Secret in each of its environments
+        (those in its config's resources and those it has pods in), so pods can start with it."""
+        if self._credentials is None or self._snapshot is None:
+            return
+        envs_of: dict[str, set[str]] = {}
+        for instance in self._live():
+            envs_of.setdefault(instance.service, set()).add(instance.env)
+        for name, config in self._snapshot.services.items():
+            for env in sorted(set(config.resources) | envs_of.get(name, set())):
+                for mysql in config.dependencies.mysql:
+                    with contextlib.suppress(BizCloudError):  # no namespace yet: made with the first pod
+                        await self._credentials.ensure(name, env, mysql.user)
+
+    async def reconcile_forever(self, interval: float, stop: asyncio.Event, *, when: Callable[[], bool],
+                                poll: float = 0.5) -> None:
+        """Converge every target at start and every ``interval``; follow config changes within ``poll``."""
+        last_full = 0.0
+        seen_revision = -1
+        while not stop.is_set():
+            if when():
+                try:
+                    revision = await asyncio.to_thread(self._configs.revision)
+                    full = time.monotonic() - last_full >= interval
+                    if full or revision != seen_revision:
+                        trigger = "resync" if full else f"config revision {revision}"
+                        await self.converge(trigger=trigger, everything=True)
+                        await self.ensure_secrets()
+                        seen_revision, last_full = revision, time.monotonic() if full else last_full
+                except Exception:  # the database may be away; the next round tries again
+                    log.exception("authz reconcile failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll)
+        for task in list(self._retrying.values()):
+            task.cancel()
+
+    def last_plan(self) -> Desired | None:
+        return self._last
