@@ -449,25 +449,33 @@ def local_bases(dockerfile: str) -> set[str]:
     return bases
 
 
+SDK_LIBRARIES = ("kazoo", "pymysql")
+
+
 def bundle_sdk(target: Path) -> None:
-    """Copy the SOA SDK (``bizcloud.soa``, ``bizcloud.usersplit``) and kazoo into ``target``.
+    """Copy the SOA SDK (``bizcloud.soa``, ``bizcloud.usersplit``), kazoo and PyMySQL into ``target``.
 
     The SDK modules an app imports use only the standard library, kazoo and ``bizcloud.usersplit``
     (a rule of ``bizcloud/soa``), so these files are all an app image needs on its PYTHONPATH.
+    PyMySQL (pure Python) comes along for apps whose config declares a MySQL dependency: the
+    account BizCloud grants their pods is used with it, no client library to install.
     """
     package = Path(__file__).resolve().parent.parent
-    spec = importlib.util.find_spec("kazoo")
-    if spec is None or not spec.submodule_search_locations:
-        raise PrerequisiteError("kazoo is not installed, and app images that use the SOA SDK need it",
-                                hint="run `make setup` (it installs BizCloud's Python dependencies)")
-    kazoo = Path(next(iter(spec.submodule_search_locations)))
+    libraries = []
+    for name in SDK_LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise PrerequisiteError(f"{name} is not installed, and app images that use the SOA SDK need it",
+                                    hint="run `make setup` (it installs BizCloud's Python dependencies)")
+        libraries.append(Path(next(iter(spec.submodule_search_locations))))
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
     target.mkdir(parents=True)
     (target / "bizcloud").mkdir()
     for module in ("__init__.py", "usersplit.py"):
         shutil.copy2(package / module, target / "bizcloud" / module)
     shutil.copytree(package / "soa", target / "bizcloud" / "soa", ignore=ignore)
-    shutil.copytree(kazoo, target / "kazoo", ignore=ignore)
+    for library in libraries:
+        shutil.copytree(library, target / library.name, ignore=ignore)
 
 
 def build_image(directory: Path, tag: str, settings: Settings, *, layout: Layout | None = None,
