@@ -32,12 +32,15 @@ from bizcloud.catalog.errors import CatalogUnavailable
 from bizcloud.catalog.feed import RevisionWatch
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.cluster import lifecycle
+from bizcloud.configcenter.api import router as configs_router
+from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.config import KubeConfig
 from bizcloud.settings import Settings
 from bizcloud.web import accounts_api, console, shell_api
 from bizcloud.web.auth import AuditGuard, guard_catalog
+from bizcloud.web.configs_guard import guard_configs
 
 access_log = logging.getLogger("bizcloud.web.access")
 
@@ -64,6 +67,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             app.state.catalog_store = store
             app.state.revision_watch = watch
             app.state.account_store = AccountStore(engine)
+            app.state.config_store = ConfigStore(engine)
             app.state.recordings_dir = settings.resolved_state_dir() / "recordings"
             app.state.kube_config = await asyncio.to_thread(_kube_config, settings)
             app.state.docker_host = settings.docker_host
@@ -80,6 +84,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
     app = FastAPI(title="BizCloud", version=__version__, lifespan=lifespan,
                   description="Private cloud on Kubernetes: service catalog, change stream, operations.")
     app.include_router(catalog_router, dependencies=[Depends(guard_catalog)])
+    app.include_router(configs_router, dependencies=[Depends(guard_configs)])
     app.include_router(accounts_api.router)
     app.include_router(shell_api.router)
     app.include_router(console.router)

@@ -37,7 +37,7 @@ def test_revision_0003_creates_exactly_the_accounts_models(engine: Engine) -> No
                 if not (d[0] == "remove_table" and d[1].name not in ours)
                 and not (d[0] == "remove_index" and d[1].table.name not in ours)]
         assert diff == []
-        assert context.get_current_revision() == "0003"
+        assert int(context.get_current_revision() or 0) >= 3  # 0003 and whatever came after it
 
 
 def test_passwords_are_hashed_and_checked(accounts: AccountStore, engine: Engine) -> None:

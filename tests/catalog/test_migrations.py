@@ -16,9 +16,11 @@ from sqlalchemy import inspect, text
 from bizcloud.accounts.models import Base as AccountsBase
 from bizcloud.catalog.db import alembic_config, make_engine, migrate
 from bizcloud.catalog.models import Base
+from bizcloud.configcenter.models import Base as ConfigBase
 
 TABLES = {"alembic_version", "services", "environments", "instances", "routes", "changes", "journal",
-          "gray_policies", "users", "tokens", "audit"}  # the last three: bizcloud.accounts (revision 0003)
+          "gray_policies", "users", "tokens", "audit",  # these three: bizcloud.accounts (revision 0003)
+          "config_versions"}  # bizcloud.configcenter (revision 0004)
 
 
 def test_fresh_database_migrates_to_head_and_matches_the_models(tmp_path: Path) -> None:
@@ -29,7 +31,8 @@ def test_fresh_database_migrates_to_head_and_matches_the_models(tmp_path: Path) 
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert compare_metadata(context, [Base.metadata, AccountsBase.metadata]) == []  # type: ignore[arg-type]
+            metadata = [Base.metadata, AccountsBase.metadata, ConfigBase.metadata]
+            assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
             head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
             assert context.get_current_revision() == head
     finally:
