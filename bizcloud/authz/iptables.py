@@ -273,14 +273,19 @@ class IptablesExecutor:
             raise FirewallPlanError(f"{name}: ports {outside} are granted but outside the plan's scope",
                                     hint="include every granted port in the plan's scope")
         backend = self._backend(host, name)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            # Both families at once (two independent tables); each runs to its end even when the
+            # other fails, and the first failure is raised after both are done.
+            outcomes = await asyncio.gather(
+                *(self._converge_family(host, name, backend, family=family, wanted=wanted, scope=scope)
+                  for family in Family), return_exceptions=True)
         before: set[Source] = set()
         after: set[Source] = set()
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            for family in Family:
-                old, new = await self._converge_family(host, name, backend, family=family,
-                                                             wanted=wanted, scope=scope)
-                before |= old.accepts
-                after |= new.accepts
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            before |= outcome[0].accepts
+            after |= outcome[1].accepts
         result = Converged(added=_grants(name, after - before), removed=_grants(name, before - after))
         if result.added or result.removed:
             log.info("iptables converged host=%s added=%d removed=%d", name, len(result.added),
