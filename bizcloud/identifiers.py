@@ -92,9 +92,14 @@ def mysql_privileges(values: Iterable[str], field: str = "privileges") -> frozen
 def ip_address(value: str, field: str = "ip") -> str:
     """An IPv4 or IPv6 address in its canonical text form (no names, no CIDR, no zone)."""
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        address = ipaddress.ip_address(str(value).strip())
     except ValueError:
         raise InvalidNameError(field, value, "give one IP address such as 10.88.0.5") from None
+    # ipaddress accepts an IPv6 zone ("fe80::1%eth0") made of any characters, spaces and newlines
+    # included, and keeps it in str(): that would carry text into an iptables-restore line.
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise InvalidNameError(field, value, "give the address without a zone (no '%…'), e.g. fd00::5")
+    return str(address)
 
 
 def host(value: str, field: str = "host") -> str:

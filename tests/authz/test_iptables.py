@@ -81,6 +81,9 @@ def test_render_chain(grants: list[Grant], family: Family, jumps: int, expected:
     pytest.param(tcp("1.2.3.4 -j ACCEPT", 6379), InvalidNameError, ["subject_ip"], id="ip-with-rule"),
     pytest.param(tcp("10.0.0.0/8", 6379), InvalidNameError, ["subject_ip"], id="cidr"),
     pytest.param(tcp(";rm -rf /", 6379), InvalidNameError, ["subject_ip"], id="shell"),
+    pytest.param(tcp("fe80::1%x\n-A INPUT -j ACCEPT", 6379), InvalidNameError, ["subject_ip", "zone"],
+                 id="ipv6-zone-with-a-rule-line"),
+    pytest.param(tcp("fe80::1%eth0", 6379), InvalidNameError, ["subject_ip"], id="ipv6-zone"),
     pytest.param(Grant(Kind.TCP, "10.88.0.5", "fw", TcpAccess("6379 -j ACCEPT")),  # type: ignore[arg-type]
                  InvalidNameError, ["port"], id="port-string"),
     pytest.param(Grant(Kind.TCP, "10.88.0.5", "fw", TcpAccess(True)), InvalidNameError, ["port"],
