@@ -505,6 +505,144 @@ def whitelist_clear(interface: str, as_json: JsonFlag = False) -> None:
     _whitelist(interface, lambda client: clear_whitelist(client, interface), as_json)
 
 
+# --- config center -----------------------------------------------------------------------------
+
+config_app = typer.Typer(help="Service configs and the resource inventory, versioned (the config center).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+ConfigNameArg = Annotated[str, typer.Argument(help="A service name, or `inventory`.")]
+CommentOpt = Annotated[str, typer.Option(help="Why: kept with the version.")]
+
+
+def _api(method: str, path: str, *, params: dict[str, str] | None = None,
+         yaml_text: str | None = None) -> Any:
+    """One API call with the CLI's token (writes need it); a refused config lists each problem on a line."""
+    from urllib.parse import quote  # noqa: PLC0415
+
+    from bizcloud.accounts.bootstrap import cli_token  # noqa: PLC0415
+
+    settings = get_settings()
+    url = f"{stack.api_url(settings)}/api/v1{quote(path)}"
+    headers = {"Content-Type": "text/yaml"} if yaml_text is not None else {}
+    if token := cli_token(settings.resolved_state_dir()):
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = httpx.request(method, url, params=params, content=yaml_text, headers=headers, timeout=30)
+    except httpx.HTTPError as e:
+        raise BizCloudError(f"the BizCloud API does not answer at {url}",
+                            hint="start it with `make up` or `bizcloud server`") from e
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    detail = response.json().get("detail") if is_json and response.status_code >= 400 else response.text[:300]
+    if isinstance(detail, dict) and "problems" in detail:
+        lines = [f"{detail['message']}:", *detail["problems"]]
+        raise BizCloudError("\n  ".join(lines), hint=detail.get("hint", ""))
+    if response.status_code == 401:
+        raise BizCloudError("the API wants a user for this", hint="set BIZCLOUD_TOKEN to a token from "
+                            "`bizcloud users token NAME` (make up saves one for the CLI)")
+    if response.status_code >= 400:
+        raise BizCloudError(f"the API answered {response.status_code} for {method} {path}: {detail}")
+    return response.json() if is_json else response.text
+
+
+def _versions_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("kind", "name", "version", "author", "when", "comment")
+    for v in rows:
+        name = v["name"] + (" (deleted)" if v["deleted"] else "")
+        table.add_row(v["kind"], name, str(v["version"]), v["author"], v["created_at"][:19], v["comment"])
+    return table
+
+
+@config_app.command("apply")
+def config_apply(
+    file: Annotated[Path, typer.Argument(help="A YAML file: one or several configs (---), all or none.",
+                                         exists=True, dir_okay=False, readable=True)],
+    comment: CommentOpt = "", as_json: JsonFlag = False,
+) -> None:
+    """Upload FILE's configs; each gets a new version unless its content is unchanged."""
+    data = _guard(lambda: _api("PUT", "/configs", params={"comment": comment},
+                               yaml_text=file.read_text(encoding="utf-8")))
+    if as_json:
+        _emit_json(data)
+        return
+    for r in data["results"]:
+        out.print(f"{r['kind']} {r['name']}: version {r['version']} ({r['status']})", highlight=False)
+
+
+@config_app.command("ls")
+def config_ls(as_json: JsonFlag = False) -> None:
+    """The current version of every config."""
+    data = _guard(lambda: _api("GET", "/configs"))
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(_versions_table(data))
+
+
+@config_app.command("show")
+def config_show(name: ConfigNameArg,
+                version: Annotated[int | None, typer.Option(help="This version (default: current).",
+                                                            min=1)] = None,
+                as_json: JsonFlag = False) -> None:
+    """A config as uploaded (YAML), or with --json as validated, defaults filled in."""
+    path = f"/configs/{name}" + (f"/versions/{version}" if version else "")
+    data = _guard(lambda: _api("GET", path))
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(data["yaml"] or f"(version {data['version']} deleted the config)", end="", highlight=False,
+                  markup=False)
+
+
+@config_app.command("history")
+def config_history(name: ConfigNameArg, as_json: JsonFlag = False) -> None:
+    """Every version of a config, deletions included."""
+    data = _guard(lambda: _api("GET", f"/configs/{name}/versions"))
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(_versions_table(data))
+
+
+@config_app.command("diff")
+def config_diff(name: ConfigNameArg,
+                old: Annotated[int, typer.Argument(help="Older version (0: nothing).", min=0)],
+                new: Annotated[int, typer.Argument(help="Newer version.", min=1)],
+                as_json: JsonFlag = False) -> None:
+    """A unified diff between two versions of a config (their validated form)."""
+    data = _guard(lambda: _api("GET", f"/configs/{name}/diff", params={"from": str(old), "to": str(new)}))
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(data["diff"] or "(no difference)", end="" if data["diff"] else "\n", highlight=False,
+                  markup=False)
+
+
+@config_app.command("delete")
+def config_delete(name: ConfigNameArg, comment: CommentOpt = "", as_json: JsonFlag = False) -> None:
+    """Delete a config: a new version marks it deleted; its history stays."""
+    data = _guard(lambda: _api("DELETE", f"/configs/{name}", params={"comment": comment}))
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(f"{data['kind']} {data['name']}: deleted in version {data['version']}", highlight=False)
+
+
+@app.command("graph")
+def dependency_graph(
+    service: Annotated[str | None, typer.Argument(help="Only this service, its uses and users.")] = None,
+    output: Annotated[str, typer.Option("--format", help="json or dot (Graphviz).")] = "json",
+) -> None:
+    """The dependency graph of the configs: services -> MySQL, Redis, hosts, SOA interfaces."""
+    if output not in ("json", "dot"):
+        raise typer.BadParameter(f"{output!r} is not known; use json or dot", param_hint="--format")
+    params = {"format": output} | ({"service": service} if service else {})
+    data = _guard(lambda: _api("GET", "/graph", params=params))
+    if output == "dot":
+        out.print(data, end="", highlight=False, markup=False)
+    else:
+        _emit_json(data)
+
+
 def main() -> None:
     try:
         app()
