@@ -18,15 +18,27 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
 from prometheus_client import Gauge, start_http_server
+from sqlalchemy import Engine
 
+from bizcloud.authz.credentials import KubeCredentials
+from bizcloud.authz.executor import Executor
+from bizcloud.authz.grants import Kind
+from bizcloud.authz.iptables import IptablesExecutor
+from bizcloud.authz.journal import AuthzStore
+from bizcloud.authz.mysql import MysqlExecutor
+from bizcloud.authz.soa import SoaWhitelistExecutor
+from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.cluster import lifecycle
+from bizcloud.configcenter.schema import Inventory
+from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
@@ -34,6 +46,7 @@ from bizcloud.kube.errors import Conflict, NotFound
 from bizcloud.kube.informer import Reflector
 from bizcloud.kube.lease import LeaderElector
 from bizcloud.monitor.dispatcher import Dispatcher
+from bizcloud.monitor.model import Instance
 from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
@@ -64,7 +77,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 # --- monitor -----------------------------------------------------------------------------------
 
-async def _ensure_namespace(client: KubeClient, name: str) -> None:
+async def ensure_namespace(client: KubeClient, name: str) -> None:
     try:
         await client.get(f"/api/v1/namespaces/{name}")
     except NotFound:
@@ -86,6 +99,24 @@ def _counter(reflector: Reflector, attribute: str) -> float:
     return float(getattr(reflector, attribute))
 
 
+def _authz_worker(settings: Settings, engine: Engine, client: KubeClient, soa: SoaRegistry | None, *,
+                  live: Callable[[], Iterable[Instance]]) -> AuthzWorker:
+    """The authorization worker with its executors: MySQL, iptables, and SOA whitelists when
+    there is a registry (on the registry's own ZooKeeper session)."""
+    credentials = KubeCredentials(client)
+
+    def inventory() -> Inventory:  # the worker's latest snapshot: executors resolve targets through it
+        return worker.inventory()
+
+    executors: dict[Kind, Executor] = {Kind.MYSQL: MysqlExecutor(inventory, credentials),
+                                       Kind.TCP: IptablesExecutor(inventory)}
+    if soa is not None:
+        executors[Kind.SOA] = SoaWhitelistExecutor(soa.client)
+    worker = AuthzWorker(configs=ConfigStore(engine), store=AuthzStore(engine), executors=executors,
+                         live=live, credentials=credentials, retry_max=settings.authz_retry_max_s)
+    return worker
+
+
 async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str | None = None,
                       metrics_port: int | None = None) -> Monitor:
     """Run one monitor until ``stop``; returns it (tests inspect it)."""
@@ -94,13 +125,14 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     catalog = CatalogSubscriber(CatalogStore(engine))
     zookeeper_hosts = zookeeper.resolve_hosts(settings)
     soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live()) if zookeeper_hosts else None  # noqa: PLW0108 - monitor is made below
-    dispatcher = Dispatcher([catalog, *([soa] if soa else [])], journal=catalog)
-    monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     config = kube_config.load(lifecycle.kubeconfig_path(settings))
     lease = settings.monitor_lease_duration_s
     async with KubeClient.from_config(config) as client:
-        await _ensure_namespace(client, settings.monitor_lease_namespace)
+        authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.live())  # noqa: PLW0108
+        dispatcher = Dispatcher([catalog, *([soa] if soa else []), authz], journal=catalog)
+        monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s)
+        await ensure_namespace(client, settings.monitor_lease_namespace)
         reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s)
         if metrics_port is not None:
             _export_reflector(reflector)
@@ -123,6 +155,8 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
             monitor.resync_forever(settings.monitor_resync_s, stop),
             *([soa.reconcile_forever(settings.monitor_resync_s, stop,
                                      when=lambda: monitor.synced and monitor.leading)] if soa else []),
+            authz.reconcile_forever(settings.monitor_resync_s, stop,
+                                    when=lambda: monitor.synced and monitor.leading),
         )
         for task in list(background):
             task.cancel()

@@ -9,6 +9,7 @@ component (gateway, ZooKeeper, MariaDB) adds itself to `up`, `down` and `endpoin
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,15 @@ import httpx
 import yaml
 
 from bizcloud.accounts import bootstrap
+from bizcloud.authz import mariadb
+from bizcloud.authz.credentials import KubeCredentials
 from bizcloud.cluster import images, lifecycle, processes
 from bizcloud.cluster.lifecycle import Step
+from bizcloud.configcenter.schema import SecretRef
+from bizcloud.daemons import ensure_namespace
 from bizcloud.errors import BizCloudError
+from bizcloud.kube import config as kube_config
+from bizcloud.kube.client import KubeClient
 from bizcloud.kube.kubectl import is_ready
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
@@ -28,6 +35,16 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 SAMPLE_NAMESPACE = "bc-dev"
 SAMPLE_SERVICE = "demo-web"
 SAMPLE_SERVICES = ("demo-web", "demo-api")
+SAMPLE_CONFIGS = SAMPLE_DIR / "bizcloud.yaml"          # the sample services' configs (config center)
+SAMPLE_INVENTORY = SAMPLE_DIR.parent / "inventory.yaml"  # where the local MariaDB pair lives
+NODE_IP_PLACEHOLDER = "NODE_IP"
+MARIADB_ADMIN = SecretRef(namespace="bizcloud-system", name="mariadb-admin")
+# demo-api reads this greeting on the replica with the account BizCloud grants each of its pods.
+SAMPLE_DATABASE = "demo"
+SAMPLE_DATABASE_SQL = (
+    "CREATE TABLE IF NOT EXISTS greetings (id INT PRIMARY KEY, text VARCHAR(200) NOT NULL)",
+    "INSERT INTO greetings (id, text) VALUES (1, 'hello from MariaDB') ON DUPLICATE KEY UPDATE text = text",
+)
 
 
 def sample_zookeeper(settings: Settings) -> str:
@@ -176,6 +193,58 @@ def ensure_sample_route(settings: Settings) -> None:
         engine.dispose()
 
 
+def mariadb_dir(settings: Settings) -> Path:
+    return settings.resolved_state_dir() / "mariadb"
+
+
+def start_mariadb(settings: Settings, *, step: Step) -> mariadb.MariaDbPair:
+    """The MariaDB master and replica of the sample's MySQL dependency, with its database."""
+    step("starting MariaDB (master and replica)")
+    pair = mariadb.start_pair(mariadb_dir(settings), master_port=settings.mariadb_master_port,
+                              replica_port=settings.mariadb_replica_port)
+    mariadb.create_database(pair, SAMPLE_DATABASE, SAMPLE_DATABASE_SQL)
+    return pair
+
+
+def sample_inventory(pair: mariadb.MariaDbPair) -> str:
+    """The sample inventory with the pair's address and ports. Purely computational."""
+    text = SAMPLE_INVENTORY.read_text().replace(NODE_IP_PLACEHOLDER, pair.host)
+    return text.replace("3316", str(pair.master_port)).replace("3317", str(pair.replica_port))
+
+
+def apply_sample_configs(settings: Settings, pair: mariadb.MariaDbPair) -> None:
+    """The inventory and the sample services' configs into the config center (unchanged ones stay).
+
+    Written to the database directly, like the sample route: `make up` acts as the operator.
+    """
+    from bizcloud.catalog.db import make_engine, migrate_engine  # noqa: PLC0415
+    from bizcloud.configcenter.store import ConfigStore  # noqa: PLC0415
+
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        migrate_engine(engine)
+        store = ConfigStore(engine)
+        store.apply(sample_inventory(pair), author="bizcloud up", comment="the local MariaDB pair")
+        store.apply(SAMPLE_CONFIGS.read_text(), author="bizcloud up", comment="the sample services")
+    finally:
+        engine.dispose()
+
+
+def store_sample_secrets(settings: Settings, pair: mariadb.MariaDbPair) -> None:
+    """The admin Secret the inventory names, and demo-api's password Secret before its pods start."""
+
+    async def run() -> None:
+        config = kube_config.load(lifecycle.kubeconfig_path(settings))
+        async with KubeClient.from_config(config) as client:
+            for namespace in (MARIADB_ADMIN.namespace, SAMPLE_NAMESPACE):
+                await ensure_namespace(client, namespace)
+            credentials = KubeCredentials(client)
+            await credentials.store_admin(MARIADB_ADMIN, pair.admin_user, pair.admin_password)
+            await credentials.ensure("demo-api", "dev", "demo_api")
+
+    asyncio.run(run())
+
+
 def stop_daemons(settings: Settings) -> list[str]:
     lay = lifecycle.layout_of(settings)
     return [name for name in ("gateway", "monitor", "server") if processes.stop(lay, name)]
@@ -207,6 +276,9 @@ def up(settings: Settings, *, step: Step) -> dict[str, Any]:
     if settings.zookeeper_hosts is None:  # before the monitor, which registers SOA providers there
         step("starting ZooKeeper")
         zookeeper.start(zookeeper.local_server(settings))
+    pair = start_mariadb(settings, step=step)
+    apply_sample_configs(settings, pair)
+    store_sample_secrets(settings, pair)
     start_daemons(settings, step=step)
     deploy_sample(settings, step=step)
     step(f"waiting for {SAMPLE_SERVICE} in the catalog")
@@ -223,6 +295,8 @@ def down(settings: Settings, *, purge: bool = False, step: Step) -> list[str]:
     stopped = stop_daemons(settings)
     if zookeeper.stop(zookeeper.local_server(settings)):
         stopped.append("zookeeper")
+    if mariadb.stop_pair(mariadb_dir(settings)):
+        stopped.append("mariadb")
     stopped += lifecycle.down(settings, purge=False, step=step)
     if processes.stop(lifecycle.layout_of(settings), "dockerd"):
         stopped.append("dockerd")
@@ -251,6 +325,10 @@ def endpoints(settings: Settings) -> dict[str, Any]:
                            "pid": zk_running.pid if zk_running else None,
                            "hosts": settings.zookeeper_hosts or local_zk.hosts,
                            "external": bool(settings.zookeeper_hosts), "log": str(local_zk.log)}
+    pids = mariadb.status(mariadb_dir(settings))
+    result["mariadb"] = {"running": all(pids.values()), "master_port": settings.mariadb_master_port,
+                         "replica_port": settings.mariadb_replica_port, "pids": pids,
+                         "admin_secret": f"{MARIADB_ADMIN.namespace}/{MARIADB_ADMIN.name}"}
     result["console"] = {"url": f"{api_url(settings)}/console/",
                          "credentials": str(settings.resolved_state_dir() / bootstrap.CREDENTIALS_FILE)}
     if cluster["up"] and cluster["mode"] in ("real", "external"):

@@ -56,6 +56,20 @@ class KubeCredentials:
         data = secret.get("data") or {}
         return _decode(data, ref.username_key, where), _decode(data, ref.password_key, where)
 
+    async def store_admin(self, ref: SecretRef, username: str, password: str) -> None:
+        """Create or replace the admin Secret ``ref`` (what `make up` does for its own MariaDB)."""
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": ref.name, "namespace": ref.namespace,
+                             "labels": {"app.kubernetes.io/managed-by": "bizcloud"}},
+                "data": {ref.username_key: _b64(username), ref.password_key: _b64(password)}}
+        path = f"/api/v1/namespaces/{ref.namespace}/secrets"
+        try:
+            await self._client.create(path, body)
+        except Conflict:
+            current = await self._client.get(f"{path}/{ref.name}")
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]  # type: ignore[index]
+            await self._client.update(f"{path}/{ref.name}", body)
+
     async def password(self, service: str, env: str, user: str) -> str:
         key = (service, env, user)
         cached = self._cache.get(key)

@@ -102,8 +102,9 @@ class AuthzStore:
             for grant in result.added:
                 s.add(self._journal(grant, "grant", "ok", reasons.get(grant, ()), trigger=trigger,
                                     attempts=attempts))
-            for grant in result.removed:
-                previous = rows.get(grant)
+            by_text = {(g.subject_ip, g.detail.text()): row for g, row in rows.items()}
+            for grant in result.removed:  # read back from the target: match rows by what they grant
+                previous = by_text.get((grant.subject_ip, grant.detail.text()))
                 s.add(self._journal(grant, "revoke", "ok", (), trigger=trigger, attempts=attempts,
                                     old_reasons=previous.reasons if previous else []))
             now = utcnow()

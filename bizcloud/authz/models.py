@@ -28,7 +28,7 @@ class GrantRow(Base):
     """One desired grant and whether the target holds it yet (``applied``) or not (``pending``)."""
 
     __tablename__ = "authz_grants"
-    __table_args__ = (UniqueConstraint("kind", "target", "subject_ip", "grant", name="grant"),
+    __table_args__ = (UniqueConstraint("kind", "target", "subject_ip", "grant"),
                       Index("ix_authz_grants_subject_ip", "subject_ip"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

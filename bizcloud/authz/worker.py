@@ -26,6 +26,7 @@ from bizcloud.authz.executor import Executor
 from bizcloud.authz.grants import Kind, TargetPlan
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.planner import Desired, Refusal, VersionedConfig, desired
+from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore, Snapshot
 from bizcloud.errors import BizCloudError
 from bizcloud.monitor.model import Instance, InstanceEvent
@@ -218,3 +219,7 @@ class AuthzWorker:
 
     def last_plan(self) -> Desired | None:
         return self._last
+
+    def inventory(self) -> Inventory:
+        """The inventory of the latest snapshot (executors resolve targets through it)."""
+        return self._snapshot.inventory if self._snapshot is not None else Inventory()

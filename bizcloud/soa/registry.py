@@ -80,6 +80,11 @@ class SoaRegistry:
         log.info("soa registry hosts=%s", hosts)
         return registry
 
+    @property
+    def client(self) -> KazooClient:
+        """The registry's ZooKeeper session, shared with the whitelist executor (one session per process)."""
+        return self._client
+
     def close(self) -> None:
         self._client.stop()
         self._client.close()

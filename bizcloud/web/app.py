@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bizcloud import __version__
 from bizcloud.accounts.store import AccountStore
+from bizcloud.authz.api import router as authz_router
+from bizcloud.authz.journal import AuthzStore
 from bizcloud.catalog.api import get_store
 from bizcloud.catalog.api import router as catalog_router
 from bizcloud.catalog.db import make_engine, migrate_engine
@@ -68,6 +70,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             app.state.revision_watch = watch
             app.state.account_store = AccountStore(engine)
             app.state.config_store = ConfigStore(engine)
+            app.state.authz_store = AuthzStore(engine)
             app.state.recordings_dir = settings.resolved_state_dir() / "recordings"
             app.state.kube_config = await asyncio.to_thread(_kube_config, settings)
             app.state.docker_host = settings.docker_host
@@ -85,6 +88,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
                   description="Private cloud on Kubernetes: service catalog, change stream, operations.")
     app.include_router(catalog_router, dependencies=[Depends(guard_catalog)])
     app.include_router(configs_router, dependencies=[Depends(guard_configs)])
+    app.include_router(authz_router)
     app.include_router(accounts_api.router)
     app.include_router(shell_api.router)
     app.include_router(console.router)

@@ -1,0 +1,163 @@
+"""The worker against a real MariaDB pair and a real catalog database: grants follow the live
+instances, every change is journaled with its reason, a restarted worker removes orphans, and a
+server that is down leaves pending entries that converge when it returns.
+
+Live instances are the monitor's values (``Instance``), given directly; the monitor itself and
+the cluster are exercised end to end in ``tests/e2e/test_authz.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from bizcloud.authz import mariadb
+from bizcloud.authz.grants import Kind
+from bizcloud.authz.journal import AuthzStore
+from bizcloud.authz.mariadb import MariaDbPair
+from bizcloud.authz.mysql import MysqlExecutor
+from bizcloud.authz.worker import AuthzWorker
+from bizcloud.catalog.db import make_engine, migrate_engine
+from bizcloud.configcenter.store import ConfigStore
+from bizcloud.monitor.model import Group, Instance, PodUid
+from tests.authz.conftest import MASTER_PORT, REPLICA_PORT, DictCredentials, admin_query, connect_as
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    migrate_engine(engine)
+    yield engine
+    engine.dispose()
+
+
+def inventory_yaml(master: int, replica: int) -> str:
+    return yaml.safe_dump({"kind": "Inventory", "mysql": {"main": {
+        "master": {"host": "127.0.0.1", "port": master}, "slaves": [{"host": "127.0.0.1", "port": replica}],
+        "admin": {"namespace": "bizcloud-system", "name": "mariadb-admin"}}}})
+
+
+def service_yaml(user: str) -> str:
+    return yaml.safe_dump({"kind": "Service", "name": "demo-api", "dependencies": {"mysql": [
+        {"cluster": "main", "database": "demo", "user": user, "privileges": ["SELECT"],
+         "roles": ["master", "slaves"]}]}})
+
+
+def pod(ip: str) -> Instance:
+    name = f"demo-api-{ip.rsplit('.', 1)[-1]}"
+    return Instance(service="demo-api", env="dev", group=Group.NORMAL, namespace="bc-dev", pod=name,
+                    uid=PodUid(f"uid-{name}"), ip=ip, ports={"soa": 20880}, ready=True)
+
+
+class World:
+    """A worker over a real store and executor; ``live`` is what the monitor would report."""
+
+    def __init__(self, engine: Engine, credentials: DictCredentials, user: str) -> None:
+        self.configs, self.store = ConfigStore(engine), AuthzStore(engine)
+        self.credentials, self.user = credentials, user
+        self.live: list[Instance] = []
+        self.worker = self.restart()
+
+    def restart(self) -> AuthzWorker:
+        """A new worker on the same database: what a monitor restart (or kill -9) leaves."""
+        executor = MysqlExecutor(lambda: self.worker.inventory(), self.credentials)  # noqa: PLW0108 - late
+        self.worker = AuthzWorker(configs=self.configs, store=self.store, executors={Kind.MYSQL: executor},
+                                  live=lambda: list(self.live), retry_max=0.5)
+        return self.worker
+
+    def accounts(self, port: int = MASTER_PORT) -> set[str]:
+        rows = admin_query(self.pair, "SELECT Host FROM mysql.user WHERE User = %s", (self.user,),
+                           replica=port != MASTER_PORT)
+        return {str(r[0]) for r in rows}
+
+    pair: MariaDbPair
+
+
+@pytest.fixture
+def world(engine: Engine, pair: MariaDbPair, credentials: DictCredentials) -> World:
+    user = f"w_{uuid.uuid4().hex[:10]}"
+    credentials.passwords[("demo-api", "dev", user)] = f"pw-{uuid.uuid4().hex}"
+    w = World(engine, credentials, user)
+    w.pair = pair
+    w.configs.apply(inventory_yaml(MASTER_PORT, REPLICA_PORT) + "---\n" + service_yaml(user), author="test")
+    return w
+
+
+async def test_grants_follow_instances_with_reasons_and_journal(world: World) -> None:
+    world.live = [pod("127.0.0.21"), pod("127.0.0.22")]
+    await world.worker.converge(trigger="UP demo-api-21")
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {"127.0.0.21", "127.0.0.22"}
+    password = world.credentials.passwords[("demo-api", "dev", world.user)]
+    with connect_as(world.user, password, "127.0.0.21", port=REPLICA_PORT) as conn, conn.cursor() as c:
+        c.execute("SELECT name FROM items WHERE id = 1")
+        assert c.fetchone() == ("one",)
+
+    [held_master, held_replica] = sorted(world.store.grants(ip="127.0.0.21"), key=lambda g: g.target)
+    assert (held_master.state, held_master.target) == ("applied", f"main/127.0.0.1:{MASTER_PORT}")
+    assert held_master.grant == f"{world.user} SELECT ON demo.*" and held_replica.state == "applied"
+    [reason] = held_master.reasons
+    assert (reason["pod"], reason["pod_uid"], reason["dependency"], reason["config_version"]) == (
+        "demo-api-21", "uid-demo-api-21", "mysql[0]", 1)
+    assert world.store.grants(service="demo-api") and not world.store.grants(service="other")
+
+    world.live = [pod("127.0.0.22")]
+    await world.worker.converge(trigger="DOWN demo-api-21 (uid-demo-api-21)")
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {"127.0.0.22"}
+    assert world.store.grants(ip="127.0.0.21") == []
+    lines = world.store.journal(ip="127.0.0.21")
+    assert [(j.action, j.outcome) for j in lines] == [("revoke", "ok")] * 2 + [("grant", "ok")] * 2
+    assert lines[0].trigger == "DOWN demo-api-21 (uid-demo-api-21)"
+    assert lines[0].reasons[0]["pod"] == "demo-api-21"
+    with pytest.raises(pymysql.err.OperationalError):
+        connect_as(world.user, password, "127.0.0.21")
+    assert password not in repr(world.store.journal()) + repr(world.store.grants())
+
+
+async def test_a_restarted_worker_removes_orphans_it_never_saw_granted(world: World) -> None:
+    world.live = [pod(f"127.0.0.{i}") for i in range(31, 36)]
+    await world.worker.converge(trigger="UP")
+    assert len(world.accounts()) == 5
+    # The worker dies; pods die meanwhile; a new worker (no memory) starts with the survivors.
+    world.live = [pod("127.0.0.33")]
+    world.restart()
+    await world.worker.converge(trigger="resync", everything=True)
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {"127.0.0.33"}
+
+
+async def test_a_server_that_is_down_leaves_pending_entries_and_converges_when_back(
+        engine: Engine, tmp_path: Path, credentials: DictCredentials) -> None:
+    directory = tmp_path / "pair"
+    own = mariadb.start_pair(directory, master_port=33180, replica_port=33190, bind=["127.0.0.1"])
+    try:
+        user = f"d_{uuid.uuid4().hex[:10]}"
+        credentials = DictCredentials((own.admin_user, own.admin_password))
+        credentials.passwords[("demo-api", "dev", user)] = "pw-" + uuid.uuid4().hex
+        w = World(engine, credentials, user)
+        w.pair = own
+        w.configs.apply(inventory_yaml(33180, 33190) + "---\n" + service_yaml(user), author="test")
+        mariadb.stop_pair(directory)
+        w.live = [pod("127.0.0.41")]
+        await w.worker.converge(trigger="UP demo-api-41")
+        pending = w.store.grants(ip="127.0.0.41")
+        assert {g.state for g in pending} == {"pending"} and len(pending) == 2
+        assert all(g.error and g.target in g.error and "Connection refused" in g.error for g in pending)
+        assert {(j.action, j.outcome) for j in w.store.journal(ip="127.0.0.41")} == {("grant", "pending")}
+        assert own.admin_password not in repr(pending)
+
+        mariadb.start_pair(directory, master_port=33180, replica_port=33190, bind=["127.0.0.1"])
+        for _ in range(100):  # the worker retries on its own, with backoff capped at 0.5 s here
+            if {g.state for g in w.store.grants(ip="127.0.0.41")} == {"applied"}:
+                break
+            await asyncio.sleep(0.2)
+        assert {g.state for g in w.store.grants(ip="127.0.0.41")} == {"applied"}
+        assert w.accounts(33180) == {"127.0.0.41"}
+        assert ("grant", "ok") in {(j.action, j.outcome) for j in w.store.journal(ip="127.0.0.41")}
+    finally:
+        mariadb.stop_pair(directory)
