@@ -31,7 +31,10 @@ The exact commands, for ``argv = ["iptables-restore", "-w", "10", "--noflush"]``
       salt --out=json --static <salt_target> cmd.run_all 'iptables-save -t filter' python_shell=False
 
   The answer is ``{"<minion>": {"retcode": 0, "stdout": "…", "stderr": "…", "pid": …}}``; a minion
-  that did not answer comes back as a string there, which is reported as unavailable.
+  that did not answer comes back as a string there, which is reported as unavailable. Both command
+  lines were fed once to salt 3008.4's own CLI parser (``SaltCMDOptionParser`` and
+  ``salt.utils.args.parse_input``): target, ``cmd.run_all``, the command string, ``stdin`` a string
+  decoding to the rules byte for byte, ``python_shell`` a boolean.
 
 Only ``local`` is exercised against a real kernel in the tests (network namespaces); ``ssh`` and
 ``salt`` are tested for the exact argv they build, with no server. ``ssh_user`` and ``salt_target``
