@@ -6,9 +6,10 @@ the plan wants, and replaces it in one ``iptables-restore --noflush`` transactio
 backend (``firewall_backends``: local, ssh or salt). Nothing outside that chain is touched, except
 one unconditional ``-A INPUT -j BIZCLOUD-AUTHZ`` jump, inserted first in ``INPUT`` when missing.
 
-The chain, for ``ports: [6379, 7000]`` and two grants, in this order (one block per port, sources
-sorted)::
+The chain, for ``ports: [6379, 7000]`` and two grants, in this order (loopback first, then one
+block per port, sources sorted)::
 
+    -A BIZCLOUD-AUTHZ -i lo -j RETURN
     -A BIZCLOUD-AUTHZ -s 10.88.0.5/32 -p tcp -m tcp --dport 6379 -j ACCEPT
     -A BIZCLOUD-AUTHZ -s 10.88.0.7/32 -p tcp -m tcp --dport 6379 -j ACCEPT
     -A BIZCLOUD-AUTHZ -p tcp -m tcp --dport 6379 -j DROP
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 CHAIN = "BIZCLOUD-AUTHZ"
 JUMP = f"-A INPUT -j {CHAIN}"
+# The host's own processes reach its ports over loopback (health checks, local clients): never ours.
+LOOPBACK = f"-A {CHAIN} -i lo -j RETURN"
 RESTORE_WAIT_SECONDS = 10  # ``-w``: wait for the xtables lock held by another tool instead of failing
 
 Source = tuple[str, int]  # (source ip, tcp port): one ACCEPT
@@ -115,8 +118,9 @@ def sources(host: FirewalledHost, grants: Iterable[Grant], *, name: str = "host"
 
 
 def chain_rules(host: FirewalledHost, granted: Iterable[Source], *, family: Family) -> tuple[str, ...]:
-    """The chain's ``-A`` lines, as ``iptables-save`` prints them: per protected port (ascending),
-    its ACCEPTs (sources ascending) then its DROP. Sources of the other family are refused.
+    """The chain's ``-A`` lines, as ``iptables-save`` prints them: loopback returns, then per
+    protected port (ascending) its ACCEPTs (sources ascending) and its DROP. Sources of the other
+    family are refused.
 
     Purely computational; ``granted`` must already be validated (``sources``).
     """
@@ -126,7 +130,7 @@ def chain_rules(host: FirewalledHost, granted: Iterable[Source], *, family: Fami
             raise FirewallPlanError(f"subject_ip: {ip} is not an {family} address",
                                     hint="split sources by family_of() before rendering")
         by_port.setdefault(port, []).append(ipaddress.ip_address(ip))
-    lines = []
+    lines = [LOOPBACK]
     for port in sorted(set(host.ports)):
         for address in sorted(by_port.get(port, ())):
             lines.append(f"-A {CHAIN} -s {address}/{family.prefix} -p tcp -m tcp --dport {port} -j ACCEPT")
@@ -148,6 +152,7 @@ def render_chain(host: FirewalledHost, grants: Iterable[Grant], *, family: Famil
 
 
 def restore_input(rules: Iterable[str], *, jumps: int) -> str:
+    """Declare, flush and refill our chain and fix INPUT's jump, in one transaction. Pure."""
     lines = ["*filter", f":{CHAIN} - [0:0]", f"-F {CHAIN}", *rules]
     if jumps == 0:
         lines.append(f"-I INPUT 1 -j {CHAIN}")
@@ -195,6 +200,8 @@ def parse_save(text: str) -> ChainState:
             exists = True
         elif line == JUMP:
             jumps += 1
+        elif line == LOOPBACK:
+            rules.append(line)
         elif line.startswith(f"-A {CHAIN} "):
             rules.append(line)
             parsed = _parse_rule(line)

@@ -69,6 +69,14 @@ def sh(*argv: str, stdin: str | None = None, netns: str | None = None) -> str:
     return done.stdout
 
 
+async def probe(netns: str, ip: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether a TCP connection from inside ``netns`` to ``ip:port`` completes (and reads "ok")."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, ip, str(port), str(timeout),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await process.wait() == 0
+
+
 @dataclass
 class Pod:
     netns: str
@@ -93,11 +101,7 @@ class Lab:
 
     async def reaches(self, pod: str, port: int, *, v6: bool = False, timeout: float = 0.5) -> bool:
         """Whether ``pod`` completes a TCP connection to the host's ``port`` (and reads "ok")."""
-        process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.pods[pod].netns, sys.executable, "-c", _PROBE,
-            self.host_ip6 if v6 else self.host_ip, str(port), str(timeout),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        return await process.wait() == 0
+        return await probe(self.pods[pod].netns, self.host_ip6 if v6 else self.host_ip, port, timeout)
 
     async def reach_map(self, probes: Sequence[tuple[str, int]], *,
                         v6: bool = False) -> dict[tuple[str, int], bool]:

@@ -52,7 +52,8 @@ ACCEPT_5 = f"-A {CHAIN} -s 10.88.0.5/32 -p tcp -m tcp --dport 6379 -j ACCEPT"
 ACCEPT_7 = f"-A {CHAIN} -s 10.88.0.7/32 -p tcp -m tcp --dport 6379 -j ACCEPT"
 DROP_6379 = f"-A {CHAIN} -p tcp -m tcp --dport 6379 -j DROP"
 DROP_7000 = f"-A {CHAIN} -p tcp -m tcp --dport 7000 -j DROP"
-HEAD = ["*filter", f":{CHAIN} - [0:0]", f"-F {CHAIN}"]
+LOOPBACK = f"-A {CHAIN} -i lo -j RETURN"
+HEAD = ["*filter", f":{CHAIN} - [0:0]", f"-F {CHAIN}", LOOPBACK]
 INSERT = f"-I INPUT 1 -j {CHAIN}"
 
 
@@ -109,6 +110,7 @@ COMMIT
 -A INPUT -j {CHAIN}
 -A INPUT -i eth0 -j {CHAIN}
 -A INPUT -m comment --comment "admin: keep ssh" -p tcp -m tcp --dport 22 -j ACCEPT
+{LOOPBACK}
 {ACCEPT_5}
 -A {CHAIN} -s fd00::5/128 -p tcp -m tcp --dport 7000 -j ACCEPT
 {DROP_6379}
@@ -124,7 +126,8 @@ COMMIT
     pytest.param("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", ChainState(), id="no-chain"),
     pytest.param(SAVED, ChainState(
         exists=True, jumps=1,
-        rules=(ACCEPT_5, f"-A {CHAIN} -s fd00::5/128 -p tcp -m tcp --dport 7000 -j ACCEPT", DROP_6379,
+        rules=(LOOPBACK, ACCEPT_5, f"-A {CHAIN} -s fd00::5/128 -p tcp -m tcp --dport 7000 -j ACCEPT",
+               DROP_6379,
                f"-A {CHAIN} -s 10.0.0.0/8 -p tcp -m tcp --dport 6379 -j ACCEPT",
                f"-A {CHAIN} -p udp -m udp --dport 53 -j DROP"),
         accepts=frozenset({("10.88.0.5", 6379), ("fd00::5", 7000)}), drops=frozenset({6379}),
@@ -281,6 +284,9 @@ async def test_granted_source_connects_others_are_dropped_other_ports_untouched(
     # IPv6 is closed too: the IPv4 grants do not open it, and nothing reaches around them.
     assert await lab.reach_map([("a", PROTECTED), ("c", UNPROTECTED)], v6=True) == {
         ("a", PROTECTED): False, ("c", UNPROTECTED): True}
+    # The host's own clients (over loopback) are not ours to filter.
+    assert await netns.probe(lab.host, "127.0.0.1", PROTECTED)
+    assert await netns.probe(lab.host, "::1", PROTECTED)
 
 
 @requires_netns
