@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import (
+    authz_mysql,
     build_time,
     cluster_up,
     gateway_latency,
@@ -47,6 +48,8 @@ def main() -> None:
                         help="the gateway benchmarks: Ready -> routable (1,000 kwok pods, real pods), wrk")
     parser.add_argument("--soa", action=argparse.BooleanOptionalAction, default=True,
                         help="SOA registry: DOWN -> consumer stops using it, beside Dubbo's ephemeral nodes")
+    parser.add_argument("--authz", action=argparse.BooleanOptionalAction, default=True,
+                        help="MySQL grants: 1,000 converged from scratch beside one client per grant")
     args = parser.parse_args()
     console = Console()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -85,6 +88,10 @@ def main() -> None:
         console.print("[bold]SOA registry[/]: DOWN -> consumer, beside ephemeral nodes after kill -9…")
         results["soa"] = soa_latency.run(log=console.print)
 
+    if args.authz:
+        console.print("[bold]MySQL grants[/]: 1,000 from scratch beside one client per grant…")
+        results["authz_mysql"] = authz_mysql.run(log=console.print)
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(console, results)
@@ -95,6 +102,8 @@ def main() -> None:
         gateway_throughput.print_table(console, results["gateway"]["throughput"])
     if "soa" in results:
         soa_latency.print_table(console, results["soa"])
+    if "authz_mysql" in results:
+        authz_mysql.print_table(console, results["authz_mysql"])
 
 
 def _gateway(scratch: Path, console: Console) -> dict[str, Any]:
