@@ -42,7 +42,7 @@ StoreDep = Annotated[ConfigStore, Depends(get_config_store)]
 
 
 def _refused(e: ConfigError) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                          {"message": e.message, "problems": e.problems, "hint": e.hint})
 
 
@@ -60,7 +60,7 @@ async def body_text(request: Request) -> str:
                             "send the YAML file itself with Content-Type: text/yaml")
     raw = await request.body()
     if len(raw) > documents.MAX_TEXT:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"at most {documents.MAX_TEXT} bytes")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"at most {documents.MAX_TEXT} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -176,7 +176,7 @@ async def apply_configs(request: Request, store: StoreDep,
                         comment: Annotated[str, Query(max_length=COMMENT_LENGTH)] = "") -> ApplyResult:
     """Store a new version of each config in the YAML body (all or none); equal content is "unchanged"."""
     if not docs:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "send a YAML body")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "send a YAML body")
     try:
         applied = await asyncio.to_thread(store.apply, text, author=_author(request), comment=comment)
         revision = await asyncio.to_thread(store.revision)

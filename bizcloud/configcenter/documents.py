@@ -58,6 +58,8 @@ def read(text: str) -> list[Document]:
     except yaml.YAMLError as e:
         raise ConfigError("the upload is not valid YAML", [_yaml_problem(e)],
                           hint="fix the YAML at the line named") from e
+    except RecursionError as e:
+        raise ConfigError("the upload is not valid YAML", ["(document): nested too deeply"]) from e
     documents = [(t, d) for t, d in zip(texts, data, strict=True) if d is not None]
     if not documents:
         raise ConfigError("the upload holds no config", ["the text is empty: give a kind: Service or "
