@@ -1,4 +1,4 @@
-"""The config center's API on a real uvicorn server writes need a user; refusals name fields."""
+"""The config center's API on a real uvicorn server: writes need a user; refusals name their fields."""
 
 from __future__ import annotations
 
