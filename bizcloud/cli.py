@@ -643,6 +643,53 @@ def dependency_graph(
         _emit_json(data)
 
 
+# --- automatic authorization -------------------------------------------------------------------
+
+@app.command("grants")
+def grants(
+    ip: Annotated[str | None, typer.Option(help="Only grants of this pod IP.")] = None,
+    service: Annotated[str | None, typer.Option(help="Only grants of this service's pods.")] = None,
+    why: Annotated[bool, typer.Option("--why", help="With --ip: why each grant is held, and its journal.")
+                   ] = False,
+    journal: Annotated[bool, typer.Option("--journal", help="The journal instead: grants, revokes, refusals.")
+                       ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The grants in force (MySQL accounts, SOA whitelists, firewall rules), and why each is held."""
+    params = {k: v for k, v in (("ip", ip), ("service", service)) if v}
+    if why:
+        if not ip:
+            raise typer.BadParameter("say whose grants to explain with --ip", param_hint="--why")
+        data = _guard(lambda: _api("GET", "/grants/explain", params={"ip": ip}))
+        if as_json:
+            _emit_json(data)
+            return
+        for line in data["because"] or [f"{ip} holds no grant"]:
+            out.print(line, highlight=False)
+        rows: list[dict[str, Any]] = data["journal"]
+    elif journal:
+        rows = _guard(lambda: _api("GET", "/grants/journal", params=params))
+        if as_json:
+            _emit_json({"journal": rows})
+            return
+    else:
+        held: list[dict[str, Any]] = _guard(lambda: _api("GET", "/grants", params=params))
+        if as_json:
+            _emit_json({"grants": held})
+            return
+        table = Table("kind", "target", "ip", "grant", "state", "services")
+        for g in held:
+            state = g["state"] + (f" ({g['attempts']} tries: {g['error']})" if g["error"] else "")
+            table.add_row(g["kind"], g["target"], g["subject_ip"], g["grant"], state, ",".join(g["services"]))
+        out.print(table)
+        return
+    table = Table("when", "action", "outcome", "kind", "target", "ip", "grant", "trigger", "error")
+    for j in rows:
+        table.add_row(j["at"][:23], j["action"], j["outcome"], j["kind"], j["target"], j["subject_ip"],
+                      j["grant"], j["trigger"], j["error"] or "")
+    out.print(table)
+
+
 def main() -> None:
     try:
         app()

@@ -98,7 +98,7 @@ def _ip(value: str | None) -> str | None:
     try:
         return None if value is None else identifiers.ip_address(value, "ip")
     except identifiers.InvalidNameError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, e.one_line()) from e
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, e.one_line()) from e
 
 
 def _grant(g: GrantOut) -> GrantPublic:
