@@ -665,7 +665,7 @@ def grants(
             _emit_json(data)
             return
         for line in data["because"] or [f"{ip} holds no grant"]:
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
         rows: list[dict[str, Any]] = data["journal"]
     elif journal:
         rows = _guard(lambda: _api("GET", "/grants/journal", params=params))

@@ -47,8 +47,27 @@ def test_a_request_crosses_both_layers(endpoints: dict[str, Any]) -> None:
     assert f"{backend['ip']}:20880" in {p["address"] for p in providers}
 
 
+def _with_greeting(url: str) -> dict[str, Any] | None:
+    body = _through_gateway(url, "7")
+    return body if body and "greeting" in body["backend"].get("db", {}) else None
+
+
+def test_the_backend_reads_its_database_with_its_own_account(endpoints: dict[str, Any]) -> None:
+    gateway = endpoints["gateway"]["url"]
+    body = wait_for(lambda: _with_greeting(gateway), timeout=60,
+                    what="demo-api's answer with the greeting from the replica")
+    backend = body["backend"]
+    assert backend["db"] == {"greeting": "hello from MariaDB", "server": "replica", "user": "demo_api"}
+    held = json.loads(cli("grants", "--ip", backend["ip"], "--json").stdout)["grants"]
+    assert {(g["kind"], g["grant"], g["state"]) for g in held} == {
+        ("mysql", "demo_api INSERT,SELECT ON demo.*", "applied")}
+    assert len(held) == 2  # the master and the replica
+    why = cli("grants", "--ip", backend["ip"], "--why").stdout
+    assert "of service demo-api in dev declares dependencies.mysql[0]" in why
+
+
 def test_status_names_every_component(endpoints: dict[str, Any]) -> None:
     data = json.loads(cli("status", "--json").stdout)
-    for name in ("server", "monitor", "gateway", "zookeeper"):
+    for name in ("server", "monitor", "gateway", "zookeeper", "mariadb"):
         assert data[name]["running"] is True, name
     assert data["console"]["url"].endswith("/console/")
