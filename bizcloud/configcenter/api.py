@@ -11,6 +11,8 @@ the author of a version is the user the web layer found. Reads are open like the
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,7 @@ from bizcloud.configcenter.models import COMMENT_LENGTH
 from bizcloud.configcenter.store import ConfigStore, VersionOut
 
 router = APIRouter(prefix="/api/v1", tags=["configs"])
+log = logging.getLogger("bizcloud.configcenter")
 YAML_TYPES = ("text/yaml", "application/yaml", "application/x-yaml", "text/plain")
 ConfigName = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
                                  description="a service name, or `inventory`")]
@@ -182,6 +185,8 @@ async def apply_configs(request: Request, store: StoreDep,
         revision = await asyncio.to_thread(store.revision)
     except ConfigError as e:
         raise _refused(e) from e
+    log.info(json.dumps({"msg": "configs applied", "author": _author(request), "revision": revision,
+                         "results": [f"{a.name} v{a.version} {a.status}" for a in applied]}))
     return ApplyResult(revision=revision, results=[AppliedPublic(kind=a.kind, name=a.name,  # type: ignore[arg-type]
                                                                  version=a.version, status=a.status)
                                                    for a in applied])
@@ -236,11 +241,14 @@ async def delete_config(name: ConfigName, request: Request, store: StoreDep,
                         comment: Annotated[str, Query(max_length=COMMENT_LENGTH)] = "") -> ConfigSummary:
     """A deletion is a version of its own: the config stops counting and its history stays."""
     try:
-        return _summary(await asyncio.to_thread(store.delete, name, author=_author(request), comment=comment))
+        tombstone = await asyncio.to_thread(store.delete, name, author=_author(request), comment=comment)
     except ConfigNotFound as e:
         raise _missing(e) from e
     except ConfigError as e:
         raise _refused(e) from e
+    log.info(json.dumps({"msg": "config deleted", "author": tombstone.author, "name": name,
+                         "version": tombstone.version}))
+    return _summary(tombstone)
 
 
 @router.get("/graph", response_model=GraphPublic,
