@@ -417,6 +417,10 @@ def _print_endpoints(data: dict[str, Any]) -> None:
         zk = data["zookeeper"]
         out.print(f"[bold]zookeeper[/]  {'up' if zk['running'] else 'down'}, {zk['hosts']}   "
                   f"(try: bizcloud soa providers)")
+    if "mariadb" in data:
+        db = data["mariadb"]
+        out.print(f"[bold]mariadb[/]    {'up' if db['running'] else 'down'}, master :{db['master_port']}, "
+                  f"replica :{db['replica_port']}   (try: bizcloud grants --service demo-api)")
     gateway = data.get("gateway")
     if gateway:
         state = "up" if gateway["running"] else "down"
