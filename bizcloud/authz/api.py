@@ -6,8 +6,7 @@ question "what must I be granted" from the config center, before the instance ex
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
@@ -40,42 +39,12 @@ StoreDep = Annotated[AuthzStore, Depends(get_store)]
 ConfigsDep = Annotated[ConfigStore, Depends(get_configs)]
 
 
-class GrantPublic(BaseModel):
-    kind: str
-    target: str
-    subject_ip: str
-    grant: str
-    detail: dict[str, Any]
-    services: list[str]
-    reasons: list[dict[str, Any]]
-    state: str   # applied | pending | revoking
-    attempts: int
-    error: str | None
-    since: datetime
-    updated_at: datetime
-
-
-class JournalPublic(BaseModel):
-    id: int
-    at: datetime
-    action: str   # grant | revoke | refuse
-    outcome: str  # ok | pending | refused
-    kind: str
-    target: str
-    subject_ip: str
-    grant: str
-    reasons: list[dict[str, Any]]
-    trigger: str
-    attempts: int
-    error: str | None
-
-
 class Explanation(BaseModel):
     """Each grant the IP holds (or is about to), with its reasons, and the journal lines about it."""
 
     ip: str
-    grants: list[GrantPublic]
-    journal: list[JournalPublic]
+    grants: list[GrantOut]
+    journal: list[JournalOut]
     because: list[str]
 
 
@@ -101,28 +70,20 @@ def _ip(value: str | None) -> str | None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, e.one_line()) from e
 
 
-def _grant(g: GrantOut) -> GrantPublic:
-    return GrantPublic.model_validate(g, from_attributes=True)
-
-
-def _line(j: JournalOut) -> JournalPublic:
-    return JournalPublic.model_validate(j, from_attributes=True)
-
-
-@router.get("/grants", response_model=list[GrantPublic])
+@router.get("/grants", response_model=list[GrantOut])
 def list_grants(store: StoreDep, ip: Annotated[str | None, Query(description="a pod IP")] = None,
                 service: Annotated[str | None, Query(max_length=63)] = None,
                 target: Annotated[str | None, Query(max_length=255)] = None,
-                kind: Annotated[str | None, Query(pattern="^(mysql|soa|tcp)$")] = None) -> list[GrantPublic]:
-    return [_grant(g) for g in store.grants(ip=_ip(ip), service=service, target=target, kind=kind)]
+                kind: Annotated[str | None, Query(pattern="^(mysql|soa|tcp)$")] = None) -> list[GrantOut]:
+    return store.grants(ip=_ip(ip), service=service, target=target, kind=kind)
 
 
-@router.get("/grants/journal", response_model=list[JournalPublic])
+@router.get("/grants/journal", response_model=list[JournalOut])
 def grants_journal(store: StoreDep, ip: Annotated[str | None, Query()] = None,
                    service: Annotated[str | None, Query(max_length=63)] = None,
                    target: Annotated[str | None, Query(max_length=255)] = None,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[JournalPublic]:
-    return [_line(j) for j in store.journal(ip=_ip(ip), service=service, target=target, limit=limit)]
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[JournalOut]:
+    return store.journal(ip=_ip(ip), service=service, target=target, limit=limit)
 
 
 @router.get("/grants/explain", response_model=Explanation)
@@ -138,8 +99,7 @@ def explain(store: StoreDep, ip: Annotated[str, Query(description="the IP whose 
             because.append(f"{g.kind} {g.target} {g.grant} ({g.state}): pod {r['namespace']}/{r['pod']} "
                            f"(uid {r['pod_uid']}) of service {r['service']} in {r['env']} declares "
                            f"dependencies.{r['dependency']} in config version {r['config_version']}")
-    return Explanation(ip=address, grants=[_grant(g) for g in grants],
-                       journal=[_line(j) for j in store.journal(ip=address, target=target, limit=100)],
+    return Explanation(ip=address, grants=grants, journal=store.journal(ip=address, target=target, limit=100),
                        because=because)
 
 

@@ -69,6 +69,15 @@ def _services(reasons: Iterable[Reason]) -> str:
     return ",".join(sorted({r.service for r in reasons}))
 
 
+def _row(grant: Grant, reasons: tuple[Reason, ...], *, state: str, attempts: int,
+         error: str | None) -> GrantRow:
+    now = utcnow()
+    return GrantRow(kind=grant.kind.value, target=grant.target, subject_ip=grant.subject_ip,
+                    grant=grant.detail.text(), detail=_detail(grant), services=_services(reasons),
+                    reasons=_reasons(reasons), state=state, attempts=attempts, error=error, since=now,
+                    updated_at=now)
+
+
 def _grant_out(row: GrantRow) -> GrantOut:
     return GrantOut(kind=row.kind, target=row.target, subject_ip=row.subject_ip, grant=row.grant,
                     detail=row.detail, services=[x for x in row.services.split(",") if x],
@@ -115,10 +124,7 @@ class AuthzStore:
                 row = rows.get(grant)
                 why = reasons.get(grant, ())
                 if row is None:
-                    s.add(GrantRow(kind=grant.kind.value, target=grant.target, subject_ip=grant.subject_ip,
-                                   grant=grant.detail.text(), detail=_detail(grant), services=_services(why),
-                                   reasons=_reasons(why), state="applied", attempts=attempts, since=now,
-                                   updated_at=now))
+                    s.add(_row(grant, why, state="applied", attempts=attempts, error=None))
                 else:
                     row.reasons, row.services = _reasons(why), _services(why)
                     if row.state != "applied" or row.error is not None:
@@ -134,10 +140,7 @@ class AuthzStore:
                 row = rows.get(grant)
                 why = reasons.get(grant, ())
                 if row is None:
-                    s.add(GrantRow(kind=grant.kind.value, target=grant.target, subject_ip=grant.subject_ip,
-                                   grant=grant.detail.text(), detail=_detail(grant), services=_services(why),
-                                   reasons=_reasons(why), state="pending", attempts=attempts, error=error,
-                                   since=now, updated_at=now))
+                    s.add(_row(grant, why, state="pending", attempts=attempts, error=error))
                     s.add(self._journal(grant, "grant", "pending", why, trigger=trigger, attempts=attempts,
                                         error=error))
                 elif row.state != "applied":

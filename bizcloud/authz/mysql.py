@@ -29,6 +29,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -338,6 +339,17 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _await_gone(cursor: Any, sessions: list[int], *, attempts: int = 50) -> None:
+    """Wait (at most ~0.5 s) until killed sessions have left the server: KILL only flags a thread,
+    and "revoked" must mean no statement of that account runs any more."""
+    for _ in range(attempts if sessions else 0):
+        cursor.execute(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ({_in(sessions)})",
+                       tuple(sessions))
+        if not cursor.fetchone()[0]:
+            return
+        time.sleep(0.01)
+
+
 class MysqlExecutor:
     """Converges one MySQL/MariaDB server's pod accounts to a plan (see the module docstring)."""
 
@@ -418,11 +430,14 @@ class MysqlExecutor:
                 cursor.execute(statement.sql, params)
             except pymysql.MySQLError as e:
                 raise _StepError(statement.what) from e
+        killed = []
         for session, account in _sessions(cursor, users):
             if account not in desired and _is_ip(account[1]):
                 try:
                     cursor.execute("KILL CONNECTION %s", (session,))
+                    killed.append(session)
                 except pymysql.MySQLError as e:
                     if e.args[0] != ER_NO_SUCH_THREAD:  # it ended on its own meanwhile
                         raise _StepError(f"KILL CONNECTION {session} of {account[0]}@{account[1]}") from e
+        _await_gone(cursor, killed)
         return changes

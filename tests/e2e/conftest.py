@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bizcloud import stack
@@ -36,6 +37,18 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: f
             return result
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def metric(port: int, name: str) -> float | None:
+    """One unlabelled sample of a process's Prometheus endpoint on ``port`` (None: not answering)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 def cli(*args: str, env: dict[str, str] | None = None, check: bool = True

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from kazoo.client import KazooClient
@@ -42,7 +41,7 @@ from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 from bizcloud.soa.whitelist import get_whitelist
 from bizcloud.soa.zookeeper import ZooKeeperServer
-from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
+from tests.e2e.conftest import demo_deployment, metric, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -128,14 +127,7 @@ class Stack:
         self.proc.wait(timeout=10)
 
     def metric(self, name: str) -> float | None:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return None
+        return metric(METRICS_PORT, name)
 
     def accounts(self, *, replica: bool = False) -> set[str]:
         with mariadb.connect(self.pair, replica=replica) as conn, conn.cursor() as cursor:

@@ -29,7 +29,7 @@ from bizcloud.cluster import lifecycle, processes
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 from bizcloud.settings import Settings
-from tests.e2e.conftest import cli, demo_deployment, ready_pods, wait_for
+from tests.e2e.conftest import cli, demo_deployment, metric, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -55,13 +55,13 @@ class Monitors:
         proc = subprocess.Popen([sys.executable, "-m", "bizcloud", "monitor"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         self.procs.append((proc, port))
-        wait_for(lambda: _metric(port, "bizcloud_monitor_leader") is not None, timeout=30,
+        wait_for(lambda: metric(port, "bizcloud_monitor_leader") is not None, timeout=30,
                  what="the monitor's metrics endpoint")
         return proc, port
 
     def leaders(self) -> list[int]:
         return [port for proc, port in self.procs if proc.poll() is None
-                and _metric(port, "bizcloud_monitor_leader") == 1.0]
+                and metric(port, "bizcloud_monitor_leader") == 1.0]
 
     def stop_all(self) -> None:
         for proc, _ in self.procs:
@@ -80,17 +80,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _metric(port: int, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 @pytest.fixture

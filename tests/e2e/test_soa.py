@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
@@ -36,7 +35,7 @@ from bizcloud.soa.urls import parse_provider, providers_path
 from bizcloud.soa.watching import forget_zxid_when_suspended
 from bizcloud.soa.zookeeper import ZooKeeperServer
 from bizcloud.usersplit import GrayPolicy, bucket
-from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
+from tests.e2e.conftest import demo_deployment, metric, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -82,14 +81,7 @@ class Registry:
         self.zk.start(timeout=15)
 
     def metric(self, name: str) -> float | None:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return None
+        return metric(METRICS_PORT, name)
 
     def providers(self, interface: str) -> dict[str, str]:
         """address -> group of the provider nodes of ``interface``."""
