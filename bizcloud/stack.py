@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def deploy_sample(settings: Settings, *, step: Step) -> None:
         images.load_into_containerd(settings.sample_image, lifecycle.layout_of(settings).containerd_socket)
         built = images.image_id(settings.sample_image, settings)
     step(f"deploying {' and '.join(SAMPLE_SERVICES)} to {SAMPLE_NAMESPACE}")
+    ensure_sample_password(settings)
     kubectl = lifecycle.kubectl(settings)
     kubectl.apply(sample_manifest(settings.sample_image, sample_zookeeper(settings), built))
     for service in SAMPLE_SERVICES:
@@ -230,17 +232,26 @@ def apply_sample_configs(settings: Settings, pair: mariadb.MariaDbPair) -> None:
         engine.dispose()
 
 
-def store_sample_secrets(settings: Settings, pair: mariadb.MariaDbPair) -> None:
-    """The admin Secret the inventory names, and demo-api's password Secret before its pods start."""
+def store_mariadb_admin(settings: Settings, pair: mariadb.MariaDbPair) -> None:
+    """The admin Secret the inventory names (the MySQL executor reads it)."""
+    _with_client(settings, lambda c: KubeCredentials(c).store_admin(MARIADB_ADMIN, pair.admin_user,
+                                                                     pair.admin_password),
+                 namespace=MARIADB_ADMIN.namespace)
 
+
+def ensure_sample_password(settings: Settings) -> None:
+    """demo-api's password Secret, before its pods start (they read it with ``secretKeyRef``)."""
+    _with_client(settings, lambda c: KubeCredentials(c).ensure("demo-api", "dev", "demo_api"),
+                 namespace=SAMPLE_NAMESPACE)
+
+
+def _with_client(settings: Settings, call: Callable[[KubeClient], Awaitable[object]], *,
+                 namespace: str) -> None:
     async def run() -> None:
         config = kube_config.load(lifecycle.kubeconfig_path(settings))
         async with KubeClient.from_config(config) as client:
-            for namespace in (MARIADB_ADMIN.namespace, SAMPLE_NAMESPACE):
-                await ensure_namespace(client, namespace)
-            credentials = KubeCredentials(client)
-            await credentials.store_admin(MARIADB_ADMIN, pair.admin_user, pair.admin_password)
-            await credentials.ensure("demo-api", "dev", "demo_api")
+            await ensure_namespace(client, namespace)
+            await call(client)
 
     asyncio.run(run())
 
@@ -278,7 +289,7 @@ def up(settings: Settings, *, step: Step) -> dict[str, Any]:
         zookeeper.start(zookeeper.local_server(settings))
     pair = start_mariadb(settings, step=step)
     apply_sample_configs(settings, pair)
-    store_sample_secrets(settings, pair)
+    store_mariadb_admin(settings, pair)
     start_daemons(settings, step=step)
     deploy_sample(settings, step=step)
     step(f"waiting for {SAMPLE_SERVICE} in the catalog")
