@@ -14,11 +14,12 @@ cd "$(dirname "$0")/.."
 # the sample apps. chromium + nodejs/npm: the console's browser tests and its front-end packages
 # (xterm.js). maven + openjdk-17-jdk-headless: the Apache Dubbo consumer of the SOA interop test.
 # mariadb-server + mariadb-client: the MySQL master and replica whose grants follow the pods.
+# graphviz: `dot -Tsvg` draws the console's dependency graph.
 APT_PACKAGES=(containerd runc containernetworking-plugins docker.io iptables iproute2 busybox-static
               gcc libc6-dev util-linux ca-certificates
               nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson wrk
               zookeeper debootstrap chromium nodejs maven openjdk-17-jdk-headless
-              mariadb-server mariadb-client)
+              mariadb-server mariadb-client graphviz)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
