@@ -23,3 +23,7 @@ class BadCredentials(AccountError):  # noqa: N818
 
 class InvalidInput(AccountError):  # noqa: N818
     """A user name, role or password that cannot be used."""
+
+
+class LastAdmin(AccountError):  # noqa: N818
+    """The change would leave no enabled admin, and nobody could manage users any more."""

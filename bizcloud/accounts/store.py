@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bizcloud.accounts import credentials
-from bizcloud.accounts.errors import BadCredentials, InvalidInput, UserExists, UserNotFound
+from bizcloud.accounts.errors import BadCredentials, InvalidInput, LastAdmin, UserExists, UserNotFound
 from bizcloud.accounts.models import USER_NAME_LENGTH, AuditRecord, Token, User
 from bizcloud.accounts.roles import Role
 from bizcloud.catalog.db import writer
@@ -125,6 +125,10 @@ class AccountStore:
                     disabled: bool | None = None) -> UserOut:
         with self._session(write=True) as s:
             user = self._require(s, name)
+            if (role not in (None, Role.ADMIN) or disabled) and self._last_admin(s, user):
+                change = "disable" if disabled else f"make them {role}"
+                raise LastAdmin(f"{name!r} is the last enabled admin: cannot {change}",
+                                hint="make another user admin first, then change this one")
             if role is not None:
                 user.role = role.value
             if password is not None:
@@ -135,6 +139,26 @@ class AccountStore:
                     for token in s.scalars(select(Token).where(Token.user_id == user.id)):
                         s.delete(token)
             return _user(user)
+
+    def delete_user(self, *, name: str) -> None:
+        """Remove a user and their sessions and tokens; their audit records keep their name."""
+        with self._session(write=True) as s:
+            user = self._require(s, name)
+            if self._last_admin(s, user):
+                raise LastAdmin(f"{name!r} is the last enabled admin: cannot delete them",
+                                hint="make another user admin first, then delete this one")
+            for token in s.scalars(select(Token).where(Token.user_id == user.id)):
+                s.delete(token)
+            s.delete(user)
+
+    @staticmethod
+    def _last_admin(s: Session, user: User) -> bool:
+        """Whether ``user`` is the only enabled admin (the one who could undo a mistake)."""
+        if user.role != Role.ADMIN.value or user.disabled:
+            return False
+        others = s.scalars(select(User.id).where(User.role == Role.ADMIN.value, User.disabled.is_(False),
+                                                 User.id != user.id)).first()
+        return others is None
 
     def count_users(self) -> int:
         with self._session() as s:

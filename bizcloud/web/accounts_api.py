@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from bizcloud.accounts import credentials
-from bizcloud.accounts.errors import BadCredentials, InvalidInput, UserExists, UserNotFound
+from bizcloud.accounts.errors import BadCredentials, InvalidInput, LastAdmin, UserExists, UserNotFound
 from bizcloud.accounts.roles import Action, Role
 from bizcloud.accounts.store import SESSION_TTL, AuditOut, UserOut
 from bizcloud.web.auth import SESSION_COOKIE, AccountsDep, UserDep, check, credential
@@ -131,7 +131,8 @@ def create_user(body: UserCreate, request: Request, user: UserDep, accounts: Acc
     return UserCreated(**_public(created).model_dump(), password=None if body.password else password)
 
 
-@router.put("/users/{name}", response_model=UserPublic)
+@router.put("/users/{name}", response_model=UserPublic,
+            responses={409: {"description": "the change would leave no enabled admin"}})
 def update_user(name: UserName, body: UserUpdate, request: Request, user: UserDep,
                 accounts: AccountsDep) -> UserPublic:
     check(request, user, Action.MANAGE_USERS)
@@ -140,8 +141,23 @@ def update_user(name: UserName, body: UserUpdate, request: Request, user: UserDe
                                             disabled=body.disabled))
     except UserNotFound as e:
         raise HTTPException(status.HTTP_404_NOT_FOUND, e.one_line()) from e
+    except LastAdmin as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, e.one_line()) from e
     except InvalidInput as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, e.one_line()) from e
+
+
+@router.delete("/users/{name}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {}, 409: {"description": "the last enabled admin"}})
+def delete_user(name: UserName, request: Request, user: UserDep, accounts: AccountsDep) -> None:
+    """Remove a user, their sessions and tokens (the audit trail keeps their name). Admin only."""
+    check(request, user, Action.MANAGE_USERS)
+    try:
+        accounts.delete_user(name=name)
+    except UserNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, e.one_line()) from e
+    except LastAdmin as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, e.one_line()) from e
 
 
 @router.post("/users/{name}/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)

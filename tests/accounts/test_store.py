@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-from bizcloud.accounts.errors import BadCredentials, InvalidInput, UserExists, UserNotFound
+from bizcloud.accounts.errors import BadCredentials, InvalidInput, LastAdmin, UserExists, UserNotFound
 from bizcloud.accounts.models import Base
 from bizcloud.accounts.roles import Role
 from bizcloud.accounts.store import AccountStore
@@ -107,3 +107,46 @@ def test_audit_records_start_finish_and_list_newest_first(accounts: AccountStore
     assert done is not None and done.ended_at is not None and done.status == 0
     assert done.detail == {"exit": "closed"} and done.recording == "1.cast"
     assert [a.id for a in accounts.audit(user="bob")] == [second]
+
+
+# --- the last admin ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [
+    pytest.param({"role": Role.OPS}, id="demote"),
+    pytest.param({"disabled": True}, id="disable"),
+    pytest.param("delete", id="delete"),
+])
+def test_the_last_enabled_admin_cannot_be_removed(accounts: AccountStore, change: object) -> None:
+    accounts.create_user(name="root", password="12345678", role=Role.ADMIN)
+    accounts.create_user(name="gone", password="12345678", role=Role.ADMIN)
+    accounts.update_user(name="gone", disabled=True)  # a disabled admin manages nobody: it does not count
+
+    def apply() -> None:
+        if change == "delete":
+            accounts.delete_user(name="root")
+        else:
+            assert isinstance(change, dict)
+            accounts.update_user(name="root", **change)
+
+    with pytest.raises(LastAdmin, match="'root' is the last enabled admin") as refused:
+        apply()
+    assert "make another user admin first" in refused.value.one_line()
+    assert accounts.get_user(name="root").role is Role.ADMIN and not accounts.get_user(name="root").disabled
+    accounts.update_user(name="gone", disabled=False)  # a second enabled admin: now it may go
+    apply()
+    with pytest.raises(LastAdmin):
+        accounts.update_user(name="gone", role=Role.VIEWER)
+
+
+def test_changes_that_keep_an_admin_are_allowed(accounts: AccountStore) -> None:
+    accounts.create_user(name="root", password="12345678", role=Role.ADMIN)
+    accounts.create_user(name="carol", password="12345678", role=Role.OPS)
+    assert accounts.update_user(name="root", role=Role.ADMIN, password="another-pass").role is Role.ADMIN
+    assert accounts.update_user(name="root", disabled=False).disabled is False
+    token = accounts.issue_token(user="carol")
+    accounts.delete_user(name="carol")
+    with pytest.raises(BadCredentials):
+        accounts.authenticate(token=token)
+    with pytest.raises(UserNotFound):
+        accounts.delete_user(name="carol")
+    assert [u.name for u in accounts.list_users()] == ["root"]
