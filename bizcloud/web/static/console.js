@@ -1,4 +1,4 @@
-// The console's JavaScript: login/logout, live instance lists, the WebShell terminal, shell replay.
+// The console's JavaScript: login/logout, live instance lists, the WebShell terminal, shell replay, users.
 // No framework: a few functions on window.BizCloud, used by the server-rendered pages.
 "use strict";
 (function () {
@@ -137,6 +137,60 @@
     play();
   }
 
+  // The users page (admins): add a user, change a role, issue a token, delete. The API decides;
+  // its refusal (say, demoting the last admin) is shown as it comes. Secrets are shown once, on
+  // this page only: the table is refreshed in place instead of reloading the page.
+  function users(table, addForm) {
+    const error = document.getElementById("users-error"), secret = document.getElementById("users-secret");
+    async function call(method, url, body) {
+      error.textContent = "";
+      const r = await fetch(url, {
+        method, headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body),
+      });
+      const data = r.status === 204 ? {} : await r.json().catch(() => ({}));
+      if (!r.ok) {
+        const d = data.detail;
+        error.textContent = typeof d === "string" ? d
+          : Array.isArray(d) ? d.map((p) => `${p.loc.slice(1).join(".")}: ${p.msg}`).join("; ") : `${r.status}`;
+        return null;
+      }
+      return data;
+    }
+    async function refresh() {
+      const html = await (await fetch(location.href)).text();
+      const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("users");
+      table.replaceChildren(...fresh.childNodes);
+    }
+    table.addEventListener("click", async (ev) => {
+      const row = ev.target.closest("tr.user");
+      if (!row || ev.target.tagName !== "BUTTON") return;
+      const name = row.dataset.name, url = `/api/v1/users/${encodeURIComponent(name)}`;
+      if (ev.target.classList.contains("set-role")) {
+        if (await call("PUT", url, { role: row.querySelector("select.role").value })) {
+          secret.textContent = `${name} is now ${row.querySelector("select.role").value}`;
+          await refresh();
+        }
+      } else if (ev.target.classList.contains("issue-token")) {
+        const made = await call("POST", `${url}/tokens`, { name: "console" });
+        if (made) secret.textContent = `token for ${name} (shown once): ${made.token}`;
+      } else if (ev.target.classList.contains("delete-user")) {
+        if (!confirm(`Delete user ${name}? Their sessions and tokens stop working.`)) return;
+        if (await call("DELETE", url)) { secret.textContent = `${name} deleted`; await refresh(); }
+      }
+    });
+    addForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: addForm.name.value, role: addForm.role.value };
+      if (addForm.password.value) body.password = addForm.password.value;
+      const made = await call("POST", "/api/v1/users", body);
+      if (!made) return;
+      secret.textContent = made.password ? `${made.name} added; password (shown once): ${made.password}`
+        : `${made.name} added`;
+      addForm.reset();
+      await refresh();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const form = document.getElementById("login");
     if (form) form.addEventListener("submit", (ev) => { ev.preventDefault(); login(form); });
@@ -147,5 +201,5 @@
     };
   });
 
-  window.BizCloud = { liveInstances, shell, replay };
+  window.BizCloud = { liveInstances, shell, replay, users };
 })();
