@@ -127,3 +127,31 @@ def interface(value: str, field: str = "interface") -> str:
                                              f"dots, at most {MAX_INTERFACE_LENGTH} characters "
                                              "(e.g. com.example.DemoApi)")
     return value
+
+
+# Kubernetes resource quantities (k8s.io/apimachinery/pkg/api/resource): a decimal number with an
+# optional binary (Ki…Ei), decimal (m, k, M…E) or exponent suffix.
+_QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+# An image reference as the container runtime reads it: [registry[:port]/]path[:tag][@digest].
+_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+
+def cpu_quantity(value: str, field: str = "cpu") -> str:
+    """A CPU amount; sub-millicore amounts are refused, since Kubernetes would round them away."""
+    if not isinstance(value, str) or not _QUANTITY.match(value) or value.endswith(("Ki", "Mi", "Gi")):
+        raise InvalidNameError(field, value, "give CPU in cores or millicores, e.g. 500m, 1 or 1.5")
+    return value
+
+
+def memory_quantity(value: str, field: str = "memory") -> str:
+    if not isinstance(value, str) or not _QUANTITY.match(value) or value.endswith("m"):
+        raise InvalidNameError(field, value, "give memory in bytes with a suffix, e.g. 512Mi or 2Gi")
+    return value
+
+
+def image(value: str, field: str = "image") -> str:
+    if not isinstance(value, str) or len(value) > 255 or not _IMAGE.match(value):
+        raise InvalidNameError(field, value, "give an image reference such as demo:v2 or "
+                                             "registry.example:5000/team/demo:v2")
+    return value

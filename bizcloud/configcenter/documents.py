@@ -111,10 +111,12 @@ def _document(text: str, doc: object) -> Document:
 
 def _secrets(config: ServiceConfig | Inventory) -> Iterator[str]:
     if isinstance(config, ServiceConfig):
-        for env, resources in config.resources.items():
-            for key in resources.env:
+        places = [("env", config.env)]
+        places += [(f"resources.{env}.env", r.env) for env, r in config.resources.items()]
+        for place, variables in places:
+            for key in variables:
                 if _SECRET_KEY.search(key):
-                    yield (f"resources.{env}.env.{key}: looks like a secret — configs are stored and shown "
+                    yield (f"{place}.{key}: looks like a secret — configs are stored and shown "
                            "in clear; keep it in a Kubernetes Secret and give the variable from there")
 
 

@@ -15,7 +15,7 @@ ignored. Cross-references (a dependency naming a cluster the inventory lacks) ar
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,13 +40,73 @@ class Strict(BaseModel):
 
 # --- service config ----------------------------------------------------------------------------
 
+EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+CpuQuantity = Annotated[str, AfterValidator(lambda v: identifiers.cpu_quantity(v, "cpu"))]
+MemoryQuantity = Annotated[str, AfterValidator(lambda v: identifiers.memory_quantity(v, "memory"))]
+ImageRef = Annotated[str, AfterValidator(lambda v: identifiers.image(v, "image"))]
+KindName = Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,62}$")]
+
+
 class Resources(Strict):
     """One environment's parameters; the release templates read them."""
 
     replicas: int = Field(default=1, ge=0, le=1000)
-    cpu: str = Field(default="100m", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
-    memory: str = Field(default="128Mi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    cpu: CpuQuantity = "100m"
+    memory: MemoryQuantity = "128Mi"
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+
+
+class Probe(Strict):
+    """How Kubernetes (and so the monitor) knows a pod is Ready: an HTTP GET, or a TCP connect."""
+
+    port: PortName
+    path: Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$")] | None = None  # None: a TCP connect
+    period_s: int = Field(default=2, ge=1, le=300)
+
+
+class Provides(Strict):
+    """What the service offers other services: the SOA interfaces BizCloud registers for its pods."""
+
+    soa: tuple[Interface, ...] = ()
+
+
+class Patch(Strict):
+    """A change to the objects the template set renders, for what the templates cannot say.
+
+    ``merge`` is an RFC 7386 JSON merge patch, ``json`` an RFC 6902 JSON patch; one of them.
+    ``group`` narrows a workload patch to the normal or the gray Deployment.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: KindName
+    name: str | None = None
+    group: Literal["normal", "gray"] | None = None
+    merge: dict[str, Any] | None = None
+    json_patch: tuple[dict[str, Any], ...] | None = Field(default=None, alias="json")
+
+    @model_validator(mode="after")
+    def _one(self) -> Patch:
+        if (self.merge is None) == (self.json_patch is None):
+            raise ValueError("give exactly one of merge (an RFC 7386 merge patch) "
+                             "or json (RFC 6902 operations)")
+        return self
+
+
+class Customize(Strict):
+    """The hook for a service's special configuration: extra manifests and patches to rendered ones."""
+
+    manifests: tuple[dict[str, Any], ...] = ()
+    patches: tuple[Patch, ...] = ()
+
+    @field_validator("manifests")
+    @classmethod
+    def _manifests(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        for i, doc in enumerate(value):
+            name = doc.get("metadata", {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+            if not (isinstance(doc.get("apiVersion"), str) and isinstance(doc.get("kind"), str) and name):
+                raise ValueError(f"manifests[{i}]: a manifest needs apiVersion, kind and metadata.name")
+        return value
 
 
 class ConfigFile(Strict):
@@ -115,6 +175,16 @@ class ServiceConfig(Strict):
     resources: dict[EnvName, Resources] = Field(default_factory=dict)
     files: tuple[ConfigFile, ...] = ()
     dependencies: Dependencies = Dependencies()
+    # What the release templates run: the image (a deploy's --image wins, then the image running
+    # now), its command and args, variables for every environment (resources.<env>.env adds and
+    # overrides), the readiness probe, what it provides, and the hook for anything else.
+    image: ImageRef | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+    probe: Probe | None = None
+    provides: Provides = Provides()
+    customize: Customize = Customize()
 
     @model_validator(mode="after")
     def _unique(self) -> ServiceConfig:
@@ -125,6 +195,9 @@ class ServiceConfig(Strict):
         names = [f.name for f in self.files]
         if len(set(names)) != len(names):
             raise ValueError("files: a file name is used twice")
+        if self.probe is not None and self.probe.port not in self.ports:
+            raise ValueError(f"probe.port: {self.probe.port!r} is not one of ports "
+                             f"({', '.join(self.ports) or 'none'}); name a declared port")
         return self
 
 
