@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +54,8 @@ class Backend:
     name: str
     port: int = 0
     hits: list[str] = field(default_factory=list)
+    status: int = 200        # what it answers (a broken release answers 500)
+    delay_s: float = 0.0     # how long it thinks first (a slow release)
     server: ThreadingHTTPServer | None = None
 
     def stop(self) -> None:
@@ -71,8 +74,9 @@ def start_backend(name: str) -> Backend:
 
         def do_GET(self) -> None:
             backend.hits.append(self.path)
+            time.sleep(backend.delay_s)
             body = json.dumps({"pod": name, "group": self.headers.get("X-BizCloud-Group")}).encode()
-            self.send_response(200)
+            self.send_response(backend.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -98,10 +102,16 @@ def backends() -> Iterator[list[Backend]]:
 
 @pytest.fixture
 def gateway(server: Server, tmp_path: Path) -> Iterator[Gateway]:  # noqa: F811
-    config = GatewayConfig(host="127.0.0.1", port=GATEWAY_PORT, admin_port=ADMIN_PORT, workers=2,
-                           access_log=False)
-    gw = Gateway(url=f"http://127.0.0.1:{GATEWAY_PORT}", admin=f"http://127.0.0.1:{ADMIN_PORT}",
-                 paths=GatewayPaths(tmp_path / "gw"))
+    with running_gateway(server.base_url, tmp_path / "gw", port=GATEWAY_PORT, admin_port=ADMIN_PORT) as gw:
+        yield gw
+
+
+@contextmanager
+def running_gateway(catalog_url: str, prefix: Path, *, port: int, admin_port: int) -> Iterator[Gateway]:
+    """A real gateway following the catalog at ``catalog_url``, on ports of the caller's suite."""
+    config = GatewayConfig(host="127.0.0.1", port=port, admin_port=admin_port, workers=2, access_log=False)
+    gw = Gateway(url=f"http://127.0.0.1:{port}", admin=f"http://127.0.0.1:{admin_port}",
+                 paths=GatewayPaths(prefix))
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
@@ -109,7 +119,7 @@ def gateway(server: Server, tmp_path: Path) -> Iterator[Gateway]:  # noqa: F811
     def run() -> None:
         try:
             loop.run_until_complete(run_gateway(config=config, prefix=gw.paths.prefix,
-                                                catalog_url=server.base_url, stop=stop, wait_s=1.0))
+                                                catalog_url=catalog_url, stop=stop, wait_s=1.0))
         except BaseException as e:
             errors.append(e)
 
