@@ -230,6 +230,12 @@ def image_exists(tag: str, settings: Settings) -> bool:
     return image_id(tag, settings) is not None
 
 
+def tag_image(source: str, target: str, settings: Settings) -> None:
+    """Give image ``source`` a second name ``target`` in the Docker Engine (a release under test)."""
+    _run([_docker_cli(), "tag", source, target], what=f"tagging {source} as {target}",
+         env=_docker_env(settings), timeout=60)
+
+
 def _docker_build(context: Path, tag: str, settings: Settings, *, progress: Progress) -> None:
     def on_line(line: str) -> None:
         if line.startswith("Step "):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bizcloud.authz.credentials import service_secret_name
 from bizcloud.configcenter.schema import ConfigFile, Customize, Probe, Resources, ServiceConfig
 from bizcloud.errors import BizCloudError
 
@@ -138,11 +139,6 @@ def environment_resources(config: ServiceConfig, env: str, base_env: str | None 
                              "or create the environment from one it has: bizcloud env create NAME --from ENV")
 
 
-def secret_name(service: str) -> str:
-    """The Secret BizCloud keeps a service's MySQL passwords in (``bizcloud.authz.credentials``)."""
-    return f"bizcloud-mysql-{service}"
-
-
 def _env_vars(config: ServiceConfig, resources: Resources, platform: Platform) -> tuple[EnvVar, ...]:
     out = [EnvVar(name=name, field_path=path) for name, path in DOWNWARD_API]
     if config.provides.soa or config.dependencies.soa:
@@ -151,7 +147,7 @@ def _env_vars(config: ServiceConfig, resources: Resources, platform: Platform) -
         out.append(EnvVar(name="SOA_INTERFACES", value=",".join(config.provides.soa)))
     mysql = config.dependencies.mysql
     for dep in mysql:
-        ref = SecretKey(name=secret_name(config.name), key=dep.user)
+        ref = SecretKey(name=service_secret_name(config.name), key=dep.user)
         out.append(EnvVar(name=f"MYSQL_PASSWORD_{dep.user.upper()}", secret=ref))
         if len(mysql) == 1:
             out.append(EnvVar(name="MYSQL_PASSWORD", secret=ref))
