@@ -174,6 +174,8 @@ async def _wait_applied(client: KubeClient, namespace: str, pod: str, container:
                     raise ResizeError(f"resize of pod {namespace}/{pod} {reason}: {message}",
                                       hint="ask for less, or scale out instead of up", reason=reason)
                 if applied(obj, container, resources) and not in_progress(obj):
+                    log.info("resized pod=%s/%s container=%s resources=%s", namespace, pod, container,
+                             resources)
                     return
     except TimeoutError as e:
         raise ResizeError(f"resize of pod {namespace}/{pod} not reported done after {timeout:.0f}s",

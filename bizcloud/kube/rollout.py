@@ -155,7 +155,8 @@ def selector_string(obj: Obj) -> str:
 
 def pod_problems(pods: Objs, *, limit: int = MAX_POD_PROBLEMS) -> list[str]:
     """Why pods are not running: containers waiting with a reason other than starting, containers
-    that crashed, pods that cannot be scheduled. Purely computational."""
+    that crashed, pods that cannot be scheduled, and (when nothing more precise is known) pods
+    that run but are not Ready. Purely computational."""
     problems: list[str] = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         name, status = pod["metadata"]["name"], pod.get("status") or {}
@@ -168,9 +169,12 @@ def pod_problems(pods: Objs, *, limit: int = MAX_POD_PROBLEMS) -> list[str]:
                 if terminated:
                     detail += f" (last exit {terminated.get('exitCode')}: {terminated.get('reason')})"
                 problems.append(f"pod {name} container {container.get('name')}: {detail}")
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        for kind in ("PodScheduled", "Ready"):     # unschedulable; else running but failing readiness
+            condition = conditions.get(kind) or {}
+            if condition.get("status") == "False" and not any(p.startswith(f"pod {name} ") for p in problems):
                 problems.append(f"pod {name}: {condition.get('reason')}: {condition.get('message')}")
+                break
     return problems[:limit]
 
 

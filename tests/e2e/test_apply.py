@@ -21,6 +21,7 @@ from bizcloud.kube.apply import (
     RolloutError,
     RolloutState,
     RolloutStatus,
+    RolloutTimeout,
     UnknownKind,
     delete_namespace,
     diff,
@@ -215,6 +216,21 @@ async def test_a_missing_image_fails_the_rollout_with_the_reason(kube: KubeClien
     assert f"Deployment {namespace}/broken" in message
     assert "progress deadline" in message
     assert "ErrImageNeverPull" in message and "bizcloud.local/missing:never" in message
+
+
+async def test_a_rollout_that_never_becomes_ready_times_out_naming_the_pods(
+        kube: KubeClient, namespace: str, sample_image: str) -> None:
+    probe = {"tcpSocket": {"port": 9}, "periodSeconds": 1}        # nothing listens there
+    obj = deployment("unready", namespace, sample_image, readinessProbe=probe)
+    await server_side_apply(kube, [obj])
+    started = time.monotonic()
+    with pytest.raises(RolloutTimeout) as late:
+        await wait_rollout(kube, ObjectRef.of(obj), timeout=8)
+    assert 8 <= time.monotonic() - started < 20
+    message = late.value.message
+    assert message.startswith(f"rollout of Deployment {namespace}/unready not finished after 8s: "
+                              "0 of 1 updated replicas are available")
+    assert "ContainersNotReady" in message
 
 
 # --- resize --------------------------------------------------------------------------------------

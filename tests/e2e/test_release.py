@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from bizcloud.kube.kubectl import Kubectl
 from bizcloud.kube.objectdiff import Action
 from bizcloud.release.deploy import Releaser
 from bizcloud.release.environments import create_environment, delete_environment
+from bizcloud.release.scale import scale
 from bizcloud.settings import Settings
 from tests.e2e.conftest import ready_pods, wait_for
 
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.e2e
 
 ENV = f"rel-{uuid.uuid4().hex[:5]}"
 NAMESPACE = f"bc-{ENV}"
+SCALE_ENV = f"{ENV}-scale"
+SCALE_NAMESPACE = f"bc-{SCALE_ENV}"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,8 @@ async def releaser(kube: KubeClient, configs: ConfigStore) -> AsyncIterator[Rele
 @pytest.fixture(scope="module", autouse=True)
 def _remove_environment(kubectl: Kubectl) -> Iterator[None]:
     yield
-    kubectl.run("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+    for namespace in (NAMESPACE, SCALE_NAMESPACE):
+        kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
 def releases(kubectl: Kubectl, service: str) -> list[str]:
@@ -135,3 +140,49 @@ async def test_env_delete_removes_the_namespace(releaser: Releaser, kubectl: Kub
     assert await delete_environment(releaser, ENV, wait=True, timeout=180) == NAMESPACE
     assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0
 
+
+
+async def test_scale_replicas_then_resize_in_place_and_remember_both(
+        releaser: Releaser, kubectl: Kubectl, configs: ConfigStore) -> None:
+    await create_environment(releaser, SCALE_ENV, "dev", only=["demo-web"])
+    outcome = await scale(releaser, "demo-web", SCALE_ENV, replicas=3, user="tester")
+    assert outcome.replicas == (2, 3)
+    wait_for(lambda: len(ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")) == 3,
+             timeout=90, what="three demo-web pods")
+    before = {p["metadata"]["uid"] for p in ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")}
+    resized = await scale(releaser, "demo-web", SCALE_ENV, cpu="30m", memory="112Mi", user="tester")
+    assert resized.method == "in-place", resized.to_json()  # Kubernetes 1.34: pods/resize is on
+    pods = ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")
+    assert {p["metadata"]["uid"] for p in pods} == before  # same pods, no restart
+    for pod in pods:
+        status = pod["status"]["containerStatuses"][0]
+        assert status["restartCount"] == 0
+        assert status["resources"]["requests"] == {"cpu": "30m", "memory": "112Mi"}
+    current = configs.get("demo-web")
+    assert current.author == "tester" and "in-place" in current.comment
+    assert (current.config or {})["resources"][SCALE_ENV] == {"replicas": 3, "cpu": "30m", "memory": "112Mi",
+                                                              "env": {}}
+    rolled = await scale(releaser, "demo-web", SCALE_ENV, memory="120Mi", rolling=True, user="tester")
+    assert rolled.method == "rolling"
+    wait_for(lambda: not before & {p["metadata"]["uid"] for p in
+                                   ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")},
+             timeout=120, what="the pods replaced by a rolling update")
+    deployment = kubectl.get_json("deployment", "demo-web", "-n", SCALE_NAMESPACE)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "120Mi"}
+    again = await releaser.deploy("demo-web", SCALE_ENV, show_diff=True)  # the config remembers the scale
+    assert {d.action for d in again.diffs if d.ref.kind == "Deployment"} == {Action.UNCHANGED}, \
+        [d.text for d in again.diffs]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"replicas": -1}, "--replicas: -1 is out of range"),
+    ({"cpu": "lots"}, "--cpu: 'lots' is not valid"),
+    ({"memory": "512m"}, "--memory: '512m' is not valid"),
+    ({}, "nothing to scale"),
+])
+async def test_scale_refuses_bad_values_by_option(releaser: Releaser, configs: ConfigStore,
+                                                  kwargs: dict[str, Any], message: str) -> None:
+    version = configs.get("demo-web").version
+    with pytest.raises(BizCloudError, match=message):
+        await scale(releaser, "demo-web", SCALE_ENV, **kwargs)
+    assert configs.get("demo-web").version == version

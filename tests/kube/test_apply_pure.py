@@ -248,12 +248,15 @@ def test_selector_string() -> None:
 
 
 def _pod(name: str, *, waiting: Obj | None = None, last: Obj | None = None,
-         unschedulable: str | None = None) -> Obj:
+         unschedulable: str | None = None, ready: bool = True) -> Obj:
     container: Obj = {"name": "app", "state": {"waiting": waiting} if waiting else {"running": {}}}
     if last:
         container["lastState"] = {"terminated": last}
     conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                    "message": unschedulable}] if unschedulable else []
+    if not ready:
+        conditions.append({"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                           "message": "containers with unready status: [app]"})
     return {"metadata": {"name": name},
             "status": {"containerStatuses": [container], "conditions": conditions}}
 
@@ -266,15 +269,19 @@ def test_pod_problems_name_the_pod_the_container_and_the_reason() -> None:
              last={"exitCode": 1, "reason": "Error"}),
         _pod("web-c", waiting={"reason": "ContainerCreating"}),
         _pod("web-d"),
-        _pod("web-e", unschedulable="0/1 nodes are available: 1 Insufficient cpu."),
+        _pod("web-e", unschedulable="0/1 nodes are available: 1 Insufficient cpu.", ready=False),
+        _pod("web-f", waiting={"reason": "ErrImageNeverPull", "message": "x"}, ready=False),
+        _pod("web-g", ready=False),
     ]
-    assert pod_problems(pods) == [
+    assert pod_problems(pods, limit=10) == [
         "pod web-a container app: CrashLoopBackOff: back-off 10s (last exit 1: Error)",
         'pod web-b container app: ErrImageNeverPull: Container image "x:1" is not present with pull policy '
         "of Never",
         "pod web-e: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.",
+        "pod web-f container app: ErrImageNeverPull: x",
+        "pod web-g: ContainersNotReady: containers with unready status: [app]",
     ]
-    assert len(pod_problems(pods, limit=1)) == 1
+    assert len(pod_problems(pods)) == 3 and len(pod_problems(pods, limit=1)) == 1
 
 
 # --- quantities ------------------------------------------------------------------------------------
