@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from bizcloud.catalog.errors import CatalogUnavailable
 
@@ -48,6 +51,20 @@ def make_engine(url: str) -> Engine:
 def writer(engine: Engine) -> Engine:
     """The same engine (same pool) whose transactions announce that they will write."""
     return engine.execution_options(**{WRITE_OPTION: True})
+
+
+class Sessions:
+    """One transaction per ``with``: ``sessions()`` to read, ``sessions(write=True)`` to write (the
+    write lock up front on SQLite). Objects stay readable after commit, so stores return plain values."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(writer(engine), expire_on_commit=False)
+
+    @contextmanager
+    def __call__(self, *, write: bool = False) -> Iterator[Session]:
+        with (self._write if write else self._read)() as session, session.begin():
+            yield session
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

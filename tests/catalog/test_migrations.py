@@ -18,11 +18,13 @@ from bizcloud.authz.models import Base as AuthzBase
 from bizcloud.catalog.db import alembic_config, make_engine, migrate
 from bizcloud.catalog.models import Base
 from bizcloud.configcenter.models import Base as ConfigBase
+from bizcloud.release.models import Base as ReleaseBase
 
 TABLES = {"alembic_version", "services", "environments", "instances", "routes", "changes", "journal",
           "gray_policies", "users", "tokens", "audit",  # these three: bizcloud.accounts (revision 0003)
           "config_versions",  # bizcloud.configcenter (revision 0004)
-          "authz_grants", "authz_journal"}  # bizcloud.authz (revision 0005)
+          "authz_grants", "authz_journal",  # bizcloud.authz (revision 0005)
+          "release_history", "gray_releases", "release_locks"}  # bizcloud.release (revision 0006)
 
 
 def test_fresh_database_migrates_to_head_and_matches_the_models(tmp_path: Path) -> None:
@@ -33,7 +35,8 @@ def test_fresh_database_migrates_to_head_and_matches_the_models(tmp_path: Path) 
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            metadata = [Base.metadata, AccountsBase.metadata, ConfigBase.metadata, AuthzBase.metadata]
+            metadata = [Base.metadata, AccountsBase.metadata, ConfigBase.metadata, AuthzBase.metadata,
+                        ReleaseBase.metadata]
             assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
             head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
             assert context.get_current_revision() == head
