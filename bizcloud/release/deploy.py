@@ -51,11 +51,11 @@ StepFn = Callable[[str], None]
 RolloutFn = Callable[[str, RolloutStatus], None]
 
 
-def _quiet(_: str) -> None:
+def no_step(_: str) -> None:
     return None
 
 
-def _quiet_rollout(_: str, __: RolloutStatus) -> None:
+def no_rollout(_: str, __: RolloutStatus) -> None:
     return None
 
 
@@ -176,8 +176,8 @@ class Releaser:
     # --- writing -----------------------------------------------------------------------------
 
     async def deploy(self, service: str, env: str, *, image: str | None = None, dry_run: bool = False,
-                     show_diff: bool = False, wait: bool = True, on_step: StepFn = _quiet,
-                     on_rollout: RolloutFn = _quiet_rollout,
+                     show_diff: bool = False, wait: bool = True, on_step: StepFn = no_step,
+                     on_rollout: RolloutFn = no_rollout,
                      gray: tuple[str, int, int] | None = None) -> DeployOutcome:
         on_step(f"rendering {service} for {env}")
         params = await self.plan(service, env, image=image, gray=gray)
@@ -210,8 +210,8 @@ class Releaser:
             outcome.rollouts = await self.wait(params, on_step=on_step, on_rollout=on_rollout)
         return outcome
 
-    async def wait(self, params: ReleaseParams, *, on_step: StepFn = _quiet,
-                   on_rollout: RolloutFn = _quiet_rollout) -> dict[str, RolloutStatus]:
+    async def wait(self, params: ReleaseParams, *, on_step: StepFn = no_step,
+                   on_rollout: RolloutFn = no_rollout) -> dict[str, RolloutStatus]:
         api_version, kind = WORKLOAD_API[params.type]
         on_step("waiting for the rollout")
 

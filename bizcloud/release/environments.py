@@ -20,7 +20,7 @@ from bizcloud.configcenter.schema import ServiceConfig
 from bizcloud.errors import BizCloudError
 from bizcloud.kube.apply import delete_namespace, live_object, server_side_apply
 from bizcloud.kube.resources import ObjectRef
-from bizcloud.release.deploy import FROM_ENV_LABEL, DeployOutcome, Releaser, StepFn, _quiet
+from bizcloud.release.deploy import FROM_ENV_LABEL, DeployOutcome, Releaser, StepFn, no_step
 from bizcloud.release.params import MANAGED_BY, namespace_of
 
 ENVIRONMENT_MANAGER = "bizcloud-environments"
@@ -74,7 +74,7 @@ class EnvOutcome:
 
 
 async def create_environment(releaser: Releaser, name: str, source: str, *, only: Collection[str] = (),
-                             on_step: StepFn = _quiet) -> EnvOutcome:
+                             on_step: StepFn = no_step) -> EnvOutcome:
     identifiers.service_name(name, "name")
     identifiers.service_name(source, "from")
     if name == source:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bizcloud.authz.credentials import service_secret_name
 from bizcloud.configcenter.schema import ConfigFile, Customize, Probe, Resources, ServiceConfig
 from bizcloud.errors import BizCloudError
+from bizcloud.settings import Settings
 
 GroupName = Literal["normal", "gray"]
 NAMESPACE_PREFIX = "bc-"
@@ -73,6 +74,12 @@ class Platform(Frozen):
     """What the platform, not the service, decides: where the SOA registry is."""
 
     zookeeper: str = "$(HOST_IP):2181"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Platform:
+        """The configured registry, else the one on the pod's own node (``$(HOST_IP)`` is expanded
+        by the kubelet from ``status.hostIP``, where the local ZooKeeper listens)."""
+        return cls(zookeeper=settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}")
 
 
 DEFAULT_PLATFORM = Platform()

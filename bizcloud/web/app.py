@@ -38,11 +38,18 @@ from bizcloud.configcenter.api import router as configs_router
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
+from bizcloud.kube.client import KubeClient
 from bizcloud.kube.config import KubeConfig
+from bizcloud.release.api import router as release_router
+from bizcloud.release.deploy import Releaser
+from bizcloud.release.operations import ReleaseOperations
+from bizcloud.release.params import Platform
+from bizcloud.release.store import ReleaseStore
 from bizcloud.settings import Settings
 from bizcloud.web import accounts_api, console, shell_api
 from bizcloud.web.auth import AuditGuard, guard_catalog
 from bizcloud.web.configs_guard import guard_configs
+from bizcloud.web.release_guard import guard_release
 
 access_log = logging.getLogger("bizcloud.web.access")
 
@@ -73,6 +80,12 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             app.state.authz_store = AuthzStore(engine)
             app.state.recordings_dir = settings.resolved_state_dir() / "recordings"
             app.state.kube_config = await asyncio.to_thread(_kube_config, settings)
+            kube = KubeClient.from_config(app.state.kube_config) if app.state.kube_config else None
+            if kube is not None:
+                releaser = Releaser(kube, app.state.config_store, platform=Platform.from_settings(settings))
+                app.state.releaser = releaser
+                app.state.release_store = ReleaseStore(engine)
+                app.state.release_operations = ReleaseOperations(releaser, app.state.release_store)
             app.state.docker_host = settings.docker_host
             app.state.shell_keepalive_s = settings.shell_keepalive_s
             app.state.production_envs = frozenset(e.strip() for e in settings.production_envs.split(",")
@@ -81,6 +94,8 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
                 yield
             finally:
                 await watch.close()
+                if kube is not None:
+                    await kube.aclose()
         finally:
             engine.dispose()
 
@@ -89,6 +104,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
     app.include_router(catalog_router, dependencies=[Depends(guard_catalog)])
     app.include_router(configs_router, dependencies=[Depends(guard_configs)])
     app.include_router(authz_router)
+    app.include_router(release_router, dependencies=[Depends(guard_release)])
     app.include_router(accounts_api.router)
     app.include_router(shell_api.router)
     app.include_router(console.router)
