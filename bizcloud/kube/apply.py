@@ -84,15 +84,18 @@ def namespaces_first(objs: Iterable[Obj]) -> list[Obj]:
 
 
 async def apply_one(client: KubeClient, obj: Obj, *, dry_run: bool = False, force: bool = True,
-                    field_manager: str = FIELD_MANAGER) -> Obj:
-    """Server-side apply of one manifest; the object as the server stored (or would store) it."""
+                    field_manager: str = FIELD_MANAGER, path: str | None = None) -> Obj:
+    """Server-side apply of one manifest; the object as the server stored (or would store) it.
+
+    ``path`` is the object's REST path when the caller resolved it already.
+    """
     ref = ObjectRef.of(obj)
     query: dict[str, str] = {"fieldManager": field_manager, "force": "true" if force else "false"}
     if dry_run:
         query["dryRun"] = "All"
-    path = f"{await object_path(client, ref)}?{urlencode(query)}"
     try:
-        return await client.patch(path, obj, content_type=APPLY_PATCH)
+        return await client.patch(f"{path or await object_path(client, ref)}?{urlencode(query)}", obj,
+                                  content_type=APPLY_PATCH)
     except KubeApiError as e:
         raise ApplyError(ref, e, verb="dry-run apply" if dry_run else "apply") from e
 
@@ -101,20 +104,21 @@ async def server_side_apply(client: KubeClient, objs: Sequence[Obj], *, dry_run:
                             force: bool = True, field_manager: str = FIELD_MANAGER) -> Objs:
     """Apply the manifests, Namespaces first, one after the other; what the server returned.
 
-    Stops at the first refusal (``ApplyError`` naming the object and the API's message); the
-    objects before it are applied. With ``dry_run`` the server validates, defaults and merges
-    but stores nothing, except that an object in a namespace this same batch creates cannot be
-    dry-run (the namespace does not exist yet: the API answers 404), so it comes back as given.
+    Every manifest is checked and its kind resolved before anything is written, so a malformed
+    manifest or an unknown kind anywhere in the batch changes nothing. After that it stops at the
+    first refusal (``ApplyError`` naming the object and the API's message); the objects before
+    it are applied. With ``dry_run`` the server validates, defaults and merges but stores
+    nothing, except that an object in a namespace this same batch creates cannot be dry-run (the
+    namespace does not exist yet: the API answers 404), so it comes back as given.
     """
     ordered = namespaces_first(objs)
-    for obj in ordered:
-        ObjectRef.of(obj)           # every manifest well-formed before anything is written
+    paths = [await object_path(client, ObjectRef.of(obj)) for obj in ordered]
     created = {ObjectRef.of(o).name for o in ordered if o.get("kind") == "Namespace"}
     results: Objs = []
-    for obj in ordered:
+    for obj, path in zip(ordered, paths, strict=True):
         try:
             results.append(await apply_one(client, obj, dry_run=dry_run, force=force,
-                                           field_manager=field_manager))
+                                           field_manager=field_manager, path=path))
         except ApplyError as e:
             if not (dry_run and e.status == 404 and e.ref.namespace in created
                     and not await _exists(client, f"/api/v1/namespaces/{e.ref.namespace}")):

@@ -5,18 +5,22 @@ it says "done". A watch (not a poll) does that with one request and reacts withi
 list the collection with ``fieldSelector=metadata.name=NAME`` (one consistent read and its
 resourceVersion), then watch from that resourceVersion. A watch the server ends (its
 ``timeoutSeconds``) is resumed from the last resourceVersion seen (bookmarks included); 410 Gone
-lists again. The caller bounds the whole wait with ``asyncio.timeout``.
+lists again, and so does a watch the API server dropped (``KubeUnavailable``: a restart, a reset
+connection) after a pause. The caller bounds the whole wait with ``asyncio.timeout``, so a
+server that stays away ends the wait as a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 from bizcloud.kube.client import KubeClient, Obj
-from bizcloud.kube.errors import Gone
+from bizcloud.kube.errors import Gone, KubeUnavailable
 
 WATCH_SECONDS = 60           # the server ends each watch after this long; we resume
 _READ_SLACK = 15.0           # silence above WATCH_SECONDS that means the connection is dead
+RETRY_SECONDS = 1.0          # pause before listing again after the API server could not be reached
 
 
 async def follow(client: KubeClient, collection: str, name: str) -> AsyncGenerator[Obj | None, None]:
@@ -26,12 +30,12 @@ async def follow(client: KubeClient, collection: str, name: str) -> AsyncGenerat
     """
     selector: dict[str, str | int | bool] = {"fieldSelector": f"metadata.name={name}"}
     while True:
-        items, version = await client.list(collection, params=selector)
-        if not items:
-            yield None
-            return
-        yield items[0]
         try:
+            items, version = await client.list(collection, params=selector)
+            if not items:
+                yield None
+                return
+            yield items[0]
             while True:
                 params: dict[str, str | int | bool] = {
                     **selector, "resourceVersion": version, "allowWatchBookmarks": "true",
@@ -47,6 +51,8 @@ async def follow(client: KubeClient, collection: str, name: str) -> AsyncGenerat
                         yield obj
         except Gone:
             continue    # our resourceVersion expired: list again
+        except KubeUnavailable:
+            await asyncio.sleep(RETRY_SECONDS)    # an API server restart or a dropped connection
 
 
 __all__ = ["follow"]

@@ -17,6 +17,7 @@ import pytest
 from bizcloud.kube.apply import (
     Action,
     ApplyError,
+    BadManifest,
     ObjectRef,
     RolloutError,
     RolloutState,
@@ -131,14 +132,26 @@ async def test_a_refused_object_is_named_with_the_api_message(kube: KubeClient, 
 
 async def test_an_unknown_kind_is_a_clear_error(kube: KubeClient, namespace: str) -> None:
     typo = {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x", "namespace": namespace}}
+    first = config_map("before-the-typo", namespace, a="1")
     with pytest.raises(UnknownKind) as unknown:
-        await server_side_apply(kube, [typo])
+        await server_side_apply(kube, [first, typo])
     assert "Deploymnet" in unknown.value.message and "apps/v1" in unknown.value.message
+    assert await live_object(kube, ObjectRef.of(first)) is None     # nothing of the batch was written
     assert "Deployment" in unknown.value.hint              # it lists what apps/v1 does serve
     with pytest.raises(UnknownKind) as no_group:
         await resource_path(kube, "widgets.example.com/v1", "Widget", namespace, "x")
     assert "widgets.example.com/v1" in no_group.value.message
     assert "CustomResourceDefinition" in no_group.value.hint
+
+
+async def test_a_namespaced_object_without_namespace_is_refused_before_writing(kube: KubeClient,
+                                                                                namespace: str) -> None:
+    first = config_map("before-the-bad-one", namespace, a="1")
+    homeless = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}
+    with pytest.raises(BadManifest) as refused:
+        await server_side_apply(kube, [first, homeless])
+    assert refused.value.message.startswith("Deployment x: metadata.namespace is missing")
+    assert await live_object(kube, ObjectRef.of(first)) is None
 
 
 async def test_kinds_outside_the_table_are_found_through_discovery(kube: KubeClient, namespace: str) -> None:
