@@ -22,7 +22,7 @@ from rich.table import Table
 
 from bizcloud import stack
 from bizcloud.cluster import gobuild, images, lifecycle
-from bizcloud.cluster.versions import COMPONENTS, GoComponent
+from bizcloud.cluster.versions import COMPONENTS, TOOLS, GoComponent
 from bizcloud.errors import BizCloudError
 from bizcloud.settings import ClusterMode, get_settings
 
@@ -79,7 +79,7 @@ def _build_with_progress() -> None:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("[dim]{task.fields[step]}"),
                   TimeElapsedColumn(), console=console) as progress:
         tasks = {c.name: progress.add_task(f"{c.name} {c.version}", total=1, step="waiting")
-                 for c in COMPONENTS}
+                 for c in (*COMPONENTS, *TOOLS)}
 
         def on_step(c: GoComponent, text: str) -> None:
             progress.update(tasks[c.name], step=text)
@@ -87,14 +87,14 @@ def _build_with_progress() -> None:
         def on_done(c: GoComponent, cached: bool) -> None:
             progress.update(tasks[c.name], completed=1, step="cached" if cached else "built")
 
-        gobuild.build_all(settings.cache_dir, on_start=lambda c: on_step(c, "starting"), on_step=on_step,
-                          on_done=on_done)
+        gobuild.build_all(settings.cache_dir, (*COMPONENTS, *TOOLS),
+                          on_start=lambda c: on_step(c, "starting"), on_step=on_step, on_done=on_done)
     console.print(f"binaries in {settings.cache_dir / 'bin'}")
 
 
 @cluster_app.command("build")
 def cluster_build() -> None:
-    """Build etcd, Kubernetes, kwok and crictl from pinned Go modules (cached by version)."""
+    """Build etcd, Kubernetes, kwok, crictl and helm from pinned Go modules (cached by version)."""
     _guard(_build_with_progress)
 
 
@@ -518,9 +518,8 @@ ConfigNameArg = Annotated[str, typer.Argument(help="A service name, or `inventor
 CommentOpt = Annotated[str, typer.Option(help="Why: kept with the version.")]
 
 
-def _api(method: str, path: str, *, params: dict[str, str] | None = None,
-         yaml_text: str | None = None) -> Any:
-    """One API call with the CLI's token (writes need it); a refused config lists each problem on a line."""
+def _api_target(path: str, *, yaml_text: str | None = None) -> tuple[str, dict[str, str]]:
+    """The URL of an API path and the headers with the CLI's token (writes need it)."""
     from urllib.parse import quote  # noqa: PLC0415
 
     from bizcloud.accounts.bootstrap import cli_token  # noqa: PLC0415
@@ -530,8 +529,16 @@ def _api(method: str, path: str, *, params: dict[str, str] | None = None,
     headers = {"Content-Type": "text/yaml"} if yaml_text is not None else {}
     if token := cli_token(settings.resolved_state_dir()):
         headers["Authorization"] = f"Bearer {token}"
+    return url, headers
+
+
+def _api(method: str, path: str, *, params: dict[str, str] | None = None,
+         yaml_text: str | None = None, json_body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+    """One API call with the CLI's token; a refused config lists each problem on a line."""
+    url, headers = _api_target(path, yaml_text=yaml_text)
     try:
-        response = httpx.request(method, url, params=params, content=yaml_text, headers=headers, timeout=30)
+        response = httpx.request(method, url, params=params, content=yaml_text, json=json_body, headers=headers,
+                                 timeout=timeout)
     except httpx.HTTPError as e:
         raise BizCloudError(f"the BizCloud API does not answer at {url}",
                             hint="start it with `make up` or `bizcloud server`") from e
@@ -543,6 +550,8 @@ def _api(method: str, path: str, *, params: dict[str, str] | None = None,
     if response.status_code == 401:
         raise BizCloudError("the API wants a user for this", hint="set BIZCLOUD_TOKEN to a token from "
                             "`bizcloud users token NAME` (make up saves one for the CLI)")
+    if response.status_code >= 400 and is_json and isinstance(detail, str):
+        raise BizCloudError(detail)   # the API's own one line: what is wrong — what to do
     if response.status_code >= 400:
         raise BizCloudError(f"the API answered {response.status_code} for {method} {path}: {detail}")
     return response.json() if is_json else response.text
