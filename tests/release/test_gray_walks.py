@@ -110,8 +110,9 @@ def _walk(seed: int) -> list[str]:
     steps = tuple(sorted(rng.sample([5, 10, 20, 30, 50, 75, 100], k=rng.randint(1, 4))))
     if steps[0] == 100:
         steps = (10, 100)
-    state, actions = start(None, service="shop", env="dev", image="shop:v2", release="v2", base_image="shop:v1",
-                           base_release="v1", replicas=total, now=now, user="ops", steps=steps, interval_s=30)
+    state, actions = start(None, service="shop", env="dev", image="shop:v2", release="v2",
+                           base_image="shop:v1", base_release="v1", replicas=total, now=now, user="ops",
+                           steps=steps, interval_s=30)
     cluster.run(actions, total=total, rolling_back=False)
     _check_matches(state, cluster)
     seen: list[str] = []
