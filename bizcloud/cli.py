@@ -537,8 +537,8 @@ def _api(method: str, path: str, *, params: dict[str, str] | None = None,
     """One API call with the CLI's token; a refused config lists each problem on a line."""
     url, headers = _api_target(path, yaml_text=yaml_text)
     try:
-        response = httpx.request(method, url, params=params, content=yaml_text, json=json_body, headers=headers,
-                                 timeout=timeout)
+        response = httpx.request(method, url, params=params, content=yaml_text, json=json_body,
+                                 headers=headers, timeout=timeout)
     except httpx.HTTPError as e:
         raise BizCloudError(f"the BizCloud API does not answer at {url}",
                             hint="start it with `make up` or `bizcloud server`") from e
@@ -700,6 +700,194 @@ def grants(
     for j in rows:
         table.add_row(j["at"][:23], j["action"], j["outcome"], j["kind"], j["target"], j["subject_ip"],
                       j["grant"], j["trigger"], j["error"] or "")
+    out.print(table)
+
+
+# --- release: render, deploy, scale, environments ----------------------------------------------
+
+env_app = typer.Typer(help="One-click environments: a service closure in its own namespace.",
+                      no_args_is_help=True)
+app.add_typer(env_app, name="env")
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="The environment (namespace bc-ENV).")]
+ServiceArg = Annotated[str, typer.Argument(help="The service (its config is in the config center).")]
+
+
+def _api_stream(method: str, path: str, body: dict[str, Any], title: str) -> dict[str, Any]:
+    """A long API operation with its progress on screen (NDJSON events), then its result."""
+    url, headers = _api_target(path)
+    headers["Accept"] = "application/x-ndjson"
+    result: dict[str, Any] | None = None
+    with _steps(title) as step:
+        try:
+            timeout = httpx.Timeout(30, read=900)
+            with httpx.stream(method, url, json=body, headers=headers, timeout=timeout) as r:
+                if r.status_code == 401:
+                    raise BizCloudError("the API wants a user for this", hint="set BIZCLOUD_TOKEN to a token "
+                                        "from `bizcloud users token NAME` (make up saves one for the CLI)")
+                if r.status_code >= 400:
+                    r.read()
+                    is_json = r.headers.get("content-type", "").startswith("application/json")
+                    raise BizCloudError(str(r.json().get("detail") if is_json else r.text[:300]))
+                for line in r.iter_lines():
+                    event = json.loads(line) if line.strip() else {}
+                    if "step" in event:
+                        step(event["step"])
+                    elif "rollout" in event:
+                        ro = event["rollout"]
+                        step(f"{ro['workload']}: {ro['updated']}/{ro['desired']} updated, "
+                             f"{ro['ready']} ready")
+                    elif "error" in event:
+                        raise BizCloudError(event["error"])
+                    elif "result" in event:
+                        result = event["result"]
+        except httpx.HTTPError as e:
+            raise BizCloudError(f"the BizCloud API does not answer at {url}",
+                                hint="start it with `make up` or `bizcloud server`") from e
+    if result is None:
+        raise BizCloudError("the API closed the stream before the operation ended",
+                            hint="see `bizcloud releases` for how it ended")
+    return result
+
+
+@app.command("render")
+def render(
+    service: ServiceArg, env: EnvOpt,
+    image: Annotated[str | None, typer.Option(help="The image (default: what runs now, else the config's).")
+                     ] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Render this config file here, without the server (needs --image or `image:`).")
+    ] = None,
+    helm_chart: Annotated[Path | None, typer.Option(
+        "--helm-chart", help="Write a Helm chart (and its values.yaml) to this directory.")] = None,
+) -> None:
+    """The manifests a deploy applies: standard YAML that `kubectl apply -f -` accepts."""
+    from bizcloud.configcenter import documents  # noqa: PLC0415
+    from bizcloud.configcenter.schema import ServiceConfig  # noqa: PLC0415
+    from bizcloud.release.helm import export_chart  # noqa: PLC0415
+    from bizcloud.release.params import Platform, params_for  # noqa: PLC0415
+    from bizcloud.release.render import Renderer, to_yaml  # noqa: PLC0415
+
+    def local() -> str:
+        text = file.read_text() if file else _api("GET", f"/configs/{service}")["yaml"]
+        configs = {d.name: d.config for d in documents.read(text)}
+        config = configs.get(service)
+        if not isinstance(config, ServiceConfig):
+            raise BizCloudError(f"no config of service {service!r} in {file or 'the config center'}",
+                                hint=f"it has: {', '.join(configs) or 'nothing'}")
+        chosen = image or config.image
+        if chosen is None:
+            raise BizCloudError(f"no image for {service}", hint="give --image or add `image:` to the config")
+        params = params_for(config, env, image=chosen, platform=Platform.from_settings(get_settings()))
+        if helm_chart is not None:
+            return f"chart written to {export_chart(params, helm_chart)}\n"
+        return to_yaml(Renderer().render(params))
+
+    if file is not None or helm_chart is not None:
+        text = _guard(local)
+    else:
+        text = _guard(lambda: _api("GET", f"/release/{service}/{env}/render",
+                                   params={"image": image} if image else None))
+    out.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("deploy")
+def deploy(  # noqa: PLR0917 - Typer maps parameters to options
+    service: ServiceArg, env: EnvOpt,
+    image: Annotated[str | None, typer.Option(help="The image to run (default: what runs now).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate on the server and show the diff; "
+                                                            "write nothing.")] = False,
+    show_diff: Annotated[bool, typer.Option("--diff", help="Show the diff against the live objects.")
+                         ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render, dry-run, (diff,) apply and wait for the rollout: one click, no manifests."""
+    body = {"image": image, "dry_run": dry_run, "diff": show_diff}
+    title = f"{'dry-run of ' if dry_run else ''}deploying {service} to {env}"
+    result = _guard(lambda: _api_stream("POST", f"/release/{service}/{env}/deploy", body, title))
+    if as_json:
+        _emit_json(result)
+        return
+    for d in result["diffs"]:
+        if d["action"] != "unchanged":
+            out.print(d["diff"] or f"{d['action']} {d['object']}", end="", highlight=False, markup=False)
+    changed = "changes" if result["changed"] else "no change"
+    done = ", ".join(f"{w} {r['ready']}/{r['desired']} ready" for w, r in result["rollouts"].items())
+    out.print(f"{service} in {env}: {result['image']} (release {result['release']}), {changed}"
+              + (f"; {done}" if done else "") + ("; dry run, nothing written" if dry_run else ""),
+              highlight=False)
+
+
+@app.command("scale")
+def scale(  # noqa: PLR0917 - Typer maps parameters to options
+    service: ServiceArg, env: EnvOpt,
+    replicas: Annotated[int | None, typer.Option(help="The number of pods.", min=0, max=1000)] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU per pod, e.g. 500m.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory per pod, e.g. 512Mi.")] = None,
+    rolling: Annotated[bool, typer.Option("--rolling", help="Restart pods with the new size instead of "
+                                                            "resizing them in place.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Scale out or up: replicas now, CPU and memory in place where the cluster can (else rolling)."""
+    body = {"replicas": replicas, "cpu": cpu, "memory": memory, "rolling": rolling}
+    result = _guard(lambda: _api("POST", f"/release/{service}/{env}/scale", json_body=body, timeout=900))
+    if as_json:
+        _emit_json(result)
+        return
+    parts = [f"replicas {result['replicas'][0]} → {result['replicas'][1]}"] if result["replicas"] else []
+    parts += [f"{k} {a} → {b}" for k, (a, b) in result["resources"].items()]
+    how = {"in-place": f"resized {len(result['pods'])} pods in place, no restart",
+           "rolling": "rolling update", "none": ""}[result["method"]]
+    out.print(f"{service} in {env}: {', '.join(parts)}" + (f" ({how})" if how else "")
+              + f"; config version {result['config_version']}", highlight=False)
+
+
+@env_app.command("create")
+def env_create(
+    name: Annotated[str, typer.Argument(help="The new environment (namespace bc-NAME).")],
+    source: Annotated[str, typer.Option("--from", help="Take parameters and images from it.")],
+    only: Annotated[list[str] | None, typer.Option("--only", help="Only this service and what it consumes "
+                                                                  "(repeat for more).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deploy a whole environment in one go: the services of --from (or --only) and their SOA closure."""
+    body = {"name": name, "from": source, "only": only or []}
+    title = f"creating environment {name}"
+    result = _guard(lambda: _api_stream("POST", "/release/environments", body, title))
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"environment {name} (namespace {result['namespace']}) from {source}: "
+              f"{', '.join(result['services'])}", highlight=False)
+
+
+@env_app.command("delete")
+def env_delete(name: Annotated[str, typer.Argument(help="An environment made by `env create`.")],
+               as_json: JsonFlag = False) -> None:
+    """Delete an environment made by `env create`, and everything in its namespace."""
+    result = _guard(lambda: _api("DELETE", f"/release/environments/{name}", timeout=400))
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"environment {name} deleted (namespace {result['deleted']})", highlight=False)
+
+
+@app.command("releases")
+def releases(
+    service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1, max=1000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The release history: deploys, scales, environments and gray steps, with who and how they ended."""
+    params = {k: v for k, v in (("service", service), ("env", env), ("limit", str(limit))) if v}
+    rows: list[dict[str, Any]] = _guard(lambda: _api("GET", "/release/history", params=params))
+    if as_json:
+        _emit_json({"history": rows})
+        return
+    table = Table("when", "service", "env", "action", "user", "outcome", "message")
+    for r in rows:
+        table.add_row(r["started_at"][:19], r["service"], r["env"], r["action"], r["user"], r["outcome"],
+                      r["message"])
     out.print(table)
 
 
