@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "bizcloud"
+DIFF_CONCURRENCY = 8
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # What a render of the templates produces, namespaced; the default kinds ``prune`` looks at.
 PRUNABLE_KINDS: tuple[tuple[str, str], ...] = tuple(
@@ -111,44 +112,78 @@ async def server_side_apply(client: KubeClient, objs: Sequence[Obj], *, dry_run:
     nothing, except that an object in a namespace this same batch creates cannot be dry-run (the
     namespace does not exist yet: the API answers 404), so it comes back as given.
     """
-    ordered = namespaces_first(objs)
-    paths = [await object_path(client, ObjectRef.of(obj)) for obj in ordered]
-    created = {ObjectRef.of(o).name for o in ordered if o.get("kind") == "Namespace"}
+    batch = await _Batch.resolve(client, objs)
     results: Objs = []
-    for obj, path in zip(ordered, paths, strict=True):
-        try:
-            results.append(await apply_one(client, obj, dry_run=dry_run, force=force,
-                                           field_manager=field_manager, path=path))
-        except ApplyError as e:
-            if not (dry_run and e.status == 404 and e.ref.namespace in created
-                    and not await _exists(client, f"/api/v1/namespaces/{e.ref.namespace}")):
-                raise
-            results.append(obj)
+    for obj, path in batch.items:
+        results.append(await batch.apply(obj, path, dry_run=dry_run, force=force,
+                                         field_manager=field_manager))
         log.info("applied object=%r dry_run=%s", str(ObjectRef.of(obj)), dry_run)
     return results
 
 
+class _Batch:
+    """Manifests in apply order with their resolved paths and the namespaces they create."""
+
+    def __init__(self, client: KubeClient, items: list[tuple[Obj, str]]) -> None:
+        self.client = client
+        self.items = items
+        self.created = {ObjectRef.of(o).name for o, _ in items if o.get("kind") == "Namespace"}
+
+    @classmethod
+    async def resolve(cls, client: KubeClient, objs: Sequence[Obj]) -> _Batch:
+        ordered = namespaces_first(objs)
+        return cls(client, [(obj, await object_path(client, ObjectRef.of(obj))) for obj in ordered])
+
+    async def apply(self, obj: Obj, path: str, *, dry_run: bool, force: bool = True,
+                    field_manager: str = FIELD_MANAGER) -> Obj:
+        try:
+            return await apply_one(self.client, obj, dry_run=dry_run, force=force,
+                                   field_manager=field_manager, path=path)
+        except ApplyError as e:
+            if not (dry_run and e.status == 404 and e.ref.namespace in self.created
+                    and not await _exists(self.client, f"/api/v1/namespaces/{e.ref.namespace}")):
+                raise
+            return obj      # its namespace comes with the batch: nothing to dry-run against
+
+
 async def _exists(client: KubeClient, path: str) -> bool:
-    try:
-        await client.get(path)
-    except NotFound:
-        return False
-    return True
+    return await _get_or_none(client, path) is not None
 
 
-async def live_object(client: KubeClient, ref: ObjectRef) -> Obj | None:
-    """The object as it is in the cluster, or None."""
+async def _get_or_none(client: KubeClient, path: str) -> Obj | None:
     try:
-        return await client.get(await object_path(client, ref))
+        return await client.get(path)
     except NotFound:
         return None
 
 
-async def diff(client: KubeClient, objs: Sequence[Obj]) -> list[ObjectDiff]:
-    """What applying ``objs`` would change, per object (create, update or unchanged) with a
-    ``kubectl diff``-like text; the cluster is not changed (server-side dry-run)."""
-    merged = await server_side_apply(client, objs, dry_run=True)
-    return [object_diff(await live_object(client, ObjectRef.of(after)), after) for after in merged]
+async def live_object(client: KubeClient, ref: ObjectRef) -> Obj | None:
+    """The object as it is in the cluster, or None."""
+    return await _get_or_none(client, await object_path(client, ref))
+
+
+async def diff(client: KubeClient, objs: Sequence[Obj], *, concurrency: int = DIFF_CONCURRENCY
+               ) -> list[ObjectDiff]:
+    """What applying ``objs`` would change, per object in apply order (create, update or
+    unchanged) with a ``kubectl diff``-like text; the cluster is not changed (server-side
+    dry-run). Objects are diffed ``concurrency`` at a time: nothing is written, so order does not
+    matter, and a service's dozen objects cost about one round trip instead of two dozen."""
+    batch = await _Batch.resolve(client, objs)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(obj: Obj, path: str) -> ObjectDiff:
+        async with limit:
+            live = await _get_or_none(client, path)
+            return object_diff(live, await batch.apply(obj, path, dry_run=True))
+
+    tasks = [asyncio.ensure_future(one(obj, path)) for obj, path in batch.items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def prune(client: KubeClient, namespace: str, selector: str, keep: set[ObjectRef],
