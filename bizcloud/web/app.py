@@ -42,6 +42,8 @@ from bizcloud.kube.client import KubeClient
 from bizcloud.kube.config import KubeConfig
 from bizcloud.release.api import router as release_router
 from bizcloud.release.deploy import Releaser
+from bizcloud.release.gray import GrayController
+from bizcloud.release.gray_api import router as gray_router
 from bizcloud.release.operations import ReleaseOperations
 from bizcloud.release.params import Platform
 from bizcloud.release.store import ReleaseStore
@@ -86,6 +88,9 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
                 app.state.releaser = releaser
                 app.state.release_store = ReleaseStore(engine)
                 app.state.release_operations = ReleaseOperations(releaser, app.state.release_store)
+                app.state.gray = GrayController.from_settings(
+                    releaser=releaser, store=app.state.release_store, catalog=store, settings=settings)
+                gray_runner = asyncio.create_task(app.state.gray.run_forever(), name="gray-runner")
             app.state.docker_host = settings.docker_host
             app.state.shell_keepalive_s = settings.shell_keepalive_s
             app.state.production_envs = frozenset(e.strip() for e in settings.production_envs.split(",")
@@ -95,6 +100,9 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             finally:
                 await watch.close()
                 if kube is not None:
+                    gray_runner.cancel()
+                    await asyncio.gather(gray_runner, return_exceptions=True)
+                    await app.state.gray.close()
                     await kube.aclose()
         finally:
             engine.dispose()
@@ -105,6 +113,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
     app.include_router(configs_router, dependencies=[Depends(guard_configs)])
     app.include_router(authz_router)
     app.include_router(release_router, dependencies=[Depends(guard_release)])
+    app.include_router(gray_router, dependencies=[Depends(guard_release)])
     app.include_router(accounts_api.router)
     app.include_router(shell_api.router)
     app.include_router(console.router)
