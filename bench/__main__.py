@@ -27,6 +27,7 @@ from bench import (
     gateway_throughput,
     monitor_throughput,
     pod_startup,
+    release_render,
     soa_latency,
 )
 from bench.common import RESULTS, bench_settings, percentile, summary
@@ -50,6 +51,8 @@ def main() -> None:
                         help="SOA registry: DOWN -> consumer stops using it, beside Dubbo's ephemeral nodes")
     parser.add_argument("--authz", action=argparse.BooleanOptionalAction, default=True,
                         help="MySQL grants: 1,000 converged from scratch beside one client per grant")
+    parser.add_argument("--release", action=argparse.BooleanOptionalAction, default=True,
+                        help="templates: render 1,000 beside helm template, apply 100 beside kubectl")
     args = parser.parse_args()
     console = Console()
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -92,6 +95,10 @@ def main() -> None:
         console.print("[bold]MySQL grants[/]: 1,000 from scratch beside one client per grant…")
         results["authz_mysql"] = authz_mysql.run(log=console.print)
 
+    if args.release:
+        console.print("[bold]release templates[/]: render beside helm template, apply beside kubectl…")
+        results["release"] = release_render.run(log=console.print)
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(console, results)
@@ -104,6 +111,8 @@ def main() -> None:
         soa_latency.print_table(console, results["soa"])
     if "authz_mysql" in results:
         authz_mysql.print_table(console, results["authz_mysql"])
+    if "release" in results:
+        release_render.print_table(console, results["release"])
 
 
 def _gateway(scratch: Path, console: Console) -> dict[str, Any]:
