@@ -251,7 +251,7 @@ async def delete_namespace(client: KubeClient, name: str, *, wait: bool, timeout
                    if c.get("status") == "True" and c.get("message")]
         raise KubeError(f"namespace {name} still terminating after {timeout:.0f}s"
                         + "".join(f"; {h}" for h in holding),
-                        hint="look at what is left (`kubectl get all -n NAME`) and its finalizers") from e
+                        hint=f"look at what is left (`kubectl get all -n {name}`) and its finalizers") from e
 
 
 __all__ = ["APPLY_PATCH", "FIELD_MANAGER", "PRUNABLE_KINDS", "Action", "ApplyError", "BadManifest",

@@ -19,6 +19,14 @@ from bizcloud.kube.rollout import RolloutState, pod_problems, rollout_status, se
 Obj = dict[str, Any]
 
 
+def test_the_public_surface_is_pinned() -> None:
+    """What the release side imports from ``bizcloud.kube.apply``: renaming any of it breaks them."""
+    assert {"ObjectRef", "resource_path", "server_side_apply", "diff", "normalize", "rollout_status",
+            "wait_rollout", "resize_pod", "prune", "delete_namespace", "live_object", "ObjectDiff",
+            "RolloutStatus", "ApplyError", "UnknownKind"} <= set(apply.__all__)
+    assert all(hasattr(apply, name) for name in apply.__all__)
+
+
 # --- ObjectRef and paths ---------------------------------------------------------------------------
 
 def test_object_ref_names_objects_as_kubectl_does() -> None:
