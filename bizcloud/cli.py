@@ -547,6 +547,8 @@ def _api(method: str, path: str, *, params: dict[str, str] | None = None,
     if isinstance(detail, dict) and "problems" in detail:
         lines = [f"{detail['message']}:", *detail["problems"]]
         raise BizCloudError("\n  ".join(lines), hint=detail.get("hint", ""))
+    if isinstance(detail, dict) and "message" in detail:   # {"message", "hint"}: the release routes' errors
+        raise BizCloudError(str(detail["message"]), hint=str(detail.get("hint") or ""))
     if response.status_code == 401:
         raise BizCloudError("the API wants a user for this", hint="set BIZCLOUD_TOKEN to a token from "
                             "`bizcloud users token NAME` (make up saves one for the CLI)")
@@ -888,6 +890,120 @@ def releases(
     for r in rows:
         table.add_row(r["started_at"][:19], r["service"], r["env"], r["action"], r["user"], r["outcome"],
                       r["message"])
+    out.print(table)
+
+
+# --- gray release ------------------------------------------------------------------------------
+
+gray_app = typer.Typer(help="Gray releases: a second Deployment at a new image, users split by ID at the "
+                            "gateway and in the SOA layer, steps analysed, automatic rollback.",
+                       no_args_is_help=True)
+app.add_typer(gray_app, name="gray")
+UidsOpt = Annotated[str | None, typer.Option("--uids", help="User IDs always on gray, comma-separated.")]
+
+
+def _uids(value: str | None) -> list[str] | None:
+    return None if value is None else [u.strip() for u in value.split(",") if u.strip()]
+
+
+def _gray_call(service: str, env: str, verb: str, body: dict[str, Any] | None = None) -> Any:
+    return _guard(lambda: _api("POST", f"/release/gray/{service}/{env}/{verb}", json_body=body or {},
+                               timeout=900))
+
+
+def _gray_line(g: dict[str, Any]) -> str:
+    pods = g["pods"]
+    return (f"{g['service']} in {g['env']}: {g['phase']}, {g['image']} at {g['ratio']:g}% "
+            f"(gray {pods['gray']} pods, normal {pods['normal']}; base {g['base_image']})"
+            + (f" — {g['message']}" if g["message"] else ""))
+
+
+def _gray_show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(_gray_line(data), highlight=False, soft_wrap=True)
+
+
+@gray_app.command("start")
+def gray_start(  # noqa: PLR0917 - Typer maps parameters to options
+    service: ServiceArg, env: EnvOpt,
+    image: Annotated[str, typer.Option(help="The image to try, e.g. demo:v2.")],
+    ratio: Annotated[float | None, typer.Option(help="Percent of users on gray first (default: the first "
+                                                     "step, else 10).")] = None,
+    uids: UidsOpt = None,
+    steps: Annotated[str | None, typer.Option(help="Ratios walked through, e.g. 10,30,50,100 (100 promotes).")
+                     ] = None,
+    interval: Annotated[str, typer.Option(help="How long each step is analysed: 60s, 5m, 1h.")] = "60s",
+    max_error_rate: Annotated[float | None, typer.Option(help="Roll back above this error rate (0-1).")
+                              ] = None,
+    max_p99_ms: Annotated[float | None, typer.Option(help="Roll back above this p99 latency (ms).")] = None,
+    min_requests: Annotated[int | None, typer.Option(help="Requests a window needs for a verdict.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a gray release of IMAGE beside what runs: pods first, then the users' share."""
+    try:
+        step_list = [float(s) for s in steps.split(",") if s.strip()] if steps else []
+    except ValueError as e:
+        raise typer.BadParameter(f"{steps!r} is not a list of numbers; give e.g. 10,30,50,100",
+                                 param_hint="--steps") from e
+    limits = {k: v for k, v in (("max_error_rate", max_error_rate), ("max_p99_ms", max_p99_ms),
+                                ("min_requests", min_requests)) if v is not None}
+    body = {"image": image, "ratio": ratio, "uids": _uids(uids) or [], "steps": step_list,
+            "interval": interval, "thresholds": limits or None}
+    _gray_show(_gray_call(service, env, "start", body), as_json)
+
+
+@gray_app.command("set")
+def gray_set(service: ServiceArg, env: EnvOpt,
+             ratio: Annotated[float, typer.Option(help="Percent of users on gray, 0-100.")],
+             uids: UidsOpt = None, as_json: JsonFlag = False) -> None:
+    """Move the gray release to RATIO by hand (and a new --uids whitelist); it then holds there."""
+    _gray_show(_gray_call(service, env, "set", {"ratio": ratio, "uids": _uids(uids)}), as_json)
+
+
+@gray_app.command("pause")
+def gray_pause(service: ServiceArg, env: EnvOpt, as_json: JsonFlag = False) -> None:
+    """Stop stepping and analysing; traffic and pods stay."""
+    _gray_show(_gray_call(service, env, "pause"), as_json)
+
+
+@gray_app.command("resume")
+def gray_resume(service: ServiceArg, env: EnvOpt, as_json: JsonFlag = False) -> None:
+    """Go on after a pause."""
+    _gray_show(_gray_call(service, env, "resume"), as_json)
+
+
+@gray_app.command("promote")
+def gray_promote(service: ServiceArg, env: EnvOpt, as_json: JsonFlag = False) -> None:
+    """Make the gray image the normal one; the gray Deployment goes to 0."""
+    _gray_show(_gray_call(service, env, "promote"), as_json)
+
+
+@gray_app.command("rollback")
+def gray_rollback(service: ServiceArg, env: EnvOpt,
+                  reason: Annotated[str, typer.Option(help="Why, for the history.")] = "",
+                  as_json: JsonFlag = False) -> None:
+    """Back to the base image: every user to normal at once, then gray to 0."""
+    _gray_show(_gray_call(service, env, "rollback", {"reason": reason}), as_json)
+
+
+@gray_app.command("status")
+def gray_status(service: ServiceArg, env: EnvOpt, as_json: JsonFlag = False) -> None:
+    """The gray release, its last analysis and its history."""
+    data = _guard(lambda: _api("GET", f"/release/gray/{service}/{env}"))
+    if as_json:
+        _emit_json(data)
+        return
+    g = data["gray"]
+    out.print(_gray_line(g) if g else f"{service} in {env}: no gray release", highlight=False, soft_wrap=True)
+    if data["last_analysis"]:
+        a = data["last_analysis"]
+        out.print(f"last analysis at {a['ratio']:g}%: {a['outcome']} — {a['reason']}", highlight=False,
+                  soft_wrap=True)
+    table = Table("when", "action", "user", "outcome", "message")
+    for h in data["history"]:
+        table.add_row(h["started_at"][:19], h["action"], h["user"], h["outcome"], h["message"])
     out.print(table)
 
 
