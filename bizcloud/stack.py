@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from bizcloud.accounts import bootstrap
 from bizcloud.authz import mariadb
@@ -29,6 +28,7 @@ from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
 from bizcloud.kube.kubectl import is_ready
+from bizcloud.release.params import IMAGE_ID_ANNOTATION
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 
@@ -36,6 +36,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 SAMPLE_NAMESPACE = "bc-dev"
 SAMPLE_SERVICE = "demo-web"
 SAMPLE_SERVICES = ("demo-web", "demo-api")
+SAMPLE_SERVICES_PROVIDERS_FIRST = ("demo-api", "demo-web")
 SAMPLE_CONFIGS = SAMPLE_DIR / "bizcloud.yaml"          # the sample services' configs (config center)
 SAMPLE_INVENTORY = SAMPLE_DIR.parent / "inventory.yaml"  # where the local MariaDB pair lives
 NODE_IP_PLACEHOLDER = "NODE_IP"
@@ -48,54 +49,51 @@ SAMPLE_DATABASE_SQL = (
 )
 
 
-def sample_zookeeper(settings: Settings) -> str:
-    """The registry address the sample pods use: the configured one, else the node's own address.
-
-    ``$(HOST_IP)`` is expanded by the kubelet from the pod's ``status.hostIP``, where the local
-    ZooKeeper listens.
-    """
-    return settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}"
-
-
-def sample_manifest(image: str, zookeeper: str = "$(HOST_IP):2181", image_id: str | None = None) -> str:
-    """The sample's manifest with its image and registry address replaced. Purely computational.
-
-    ``image_id`` (a locally built image's content ID) goes into the pod template's annotations, so
-    a rebuilt image under the same tag rolls the pods instead of leaving the old ones running.
-    """
-    docs = [doc for doc in yaml.safe_load_all((SAMPLE_DIR / "k8s.yaml").read_text()) if doc]
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            if image_id:
-                template = doc["spec"]["template"]["metadata"]
-                template.setdefault("annotations", {})["bizcloud.io/image-id"] = image_id
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                container["image"] = image
-                for var in container.get("env", []):
-                    if var["name"] == "ZK_HOSTS":
-                        var["value"] = zookeeper
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
-
 def deploy_sample(settings: Settings, *, step: Step) -> None:
-    """Build the sample image, load it into the node, apply its manifest, wait for Ready pods.
+    """Build the sample image, load it into the node, and deploy both services from their configs.
 
-    On an existing cluster (``settings.kubeconfig``) the image is not built here: that cluster's
-    nodes pull ``settings.sample_image`` from wherever it was pushed.
+    No manifest is written by hand: `bizcloud deploy` renders the release templates from the
+    configs `apply_sample_configs` stored, as any service's deploy does (recorded in the release
+    history as done by `bizcloud up`). On an existing cluster (``settings.kubeconfig``) the image
+    is not built here: that cluster's nodes pull ``settings.sample_image`` from wherever it was
+    pushed. A rebuilt image under the same tag rolls the pods (its content ID is a pod annotation).
     """
-    built = None
+    annotations: dict[str, str] = {}
     if settings.kubeconfig is None:
         step(f"building image {settings.sample_image}")
         images.build_image(SAMPLE_DIR, settings.sample_image, settings)
         images.load_into_containerd(settings.sample_image, lifecycle.layout_of(settings).containerd_socket)
         built = images.image_id(settings.sample_image, settings)
-    step(f"deploying {' and '.join(SAMPLE_SERVICES)} to {SAMPLE_NAMESPACE}")
-    ensure_sample_password(settings)
-    kubectl = lifecycle.kubectl(settings)
-    kubectl.apply(sample_manifest(settings.sample_image, sample_zookeeper(settings), built))
-    for service in SAMPLE_SERVICES:
-        kubectl.run("rollout", "status", f"deployment/{service}", "-n", SAMPLE_NAMESPACE, "--timeout=180s",
-                    timeout=200)
+        annotations = {IMAGE_ID_ANNOTATION: built} if built else {}
+
+    async def run(client: KubeClient) -> None:
+        from bizcloud.catalog.db import make_engine  # noqa: PLC0415
+        from bizcloud.configcenter.store import ConfigStore  # noqa: PLC0415
+        from bizcloud.release.deploy import Releaser  # noqa: PLC0415
+        from bizcloud.release.params import Platform  # noqa: PLC0415
+        from bizcloud.release.store import ReleaseStore  # noqa: PLC0415
+
+        engine = make_engine(settings.resolved_database_url())
+        try:
+            releaser = Releaser(client, ConfigStore(engine), platform=Platform.from_settings(settings),
+                                rollout_timeout=180)
+            store = ReleaseStore(engine)
+            for service in SAMPLE_SERVICES_PROVIDERS_FIRST:
+                step(f"deploying {service} to {SAMPLE_NAMESPACE} (bizcloud deploy {service} --env dev)")
+                with store.operation(service, "dev", "deploy", "bizcloud up"):
+                    entry = store.record(service=service, env="dev", action="deploy", user="bizcloud up",
+                                         detail={"image": settings.sample_image})
+                    try:
+                        await releaser.deploy(service, "dev", image=settings.sample_image,
+                                              pod_annotations=annotations)
+                    except BaseException as e:
+                        store.finish(entry, outcome="failed", message=str(e)[:500])
+                        raise
+                    store.finish(entry, outcome="ok")
+        finally:
+            engine.dispose()
+
+    _with_client(settings, run, namespace=SAMPLE_NAMESPACE)
 
 
 def sample_urls(settings: Settings) -> list[str]:
@@ -237,12 +235,6 @@ def store_mariadb_admin(settings: Settings, pair: mariadb.MariaDbPair) -> None:
     _with_client(settings, lambda c: KubeCredentials(c).store_admin(MARIADB_ADMIN, pair.admin_user,
                                                                      pair.admin_password),
                  namespace=MARIADB_ADMIN.namespace)
-
-
-def ensure_sample_password(settings: Settings) -> None:
-    """demo-api's password Secret, before its pods start (they read it with ``secretKeyRef``)."""
-    _with_client(settings, lambda c: KubeCredentials(c).ensure("demo-api", "dev", "demo_api"),
-                 namespace=SAMPLE_NAMESPACE)
 
 
 def _with_client(settings: Settings, call: Callable[[KubeClient], Awaitable[object]], *,

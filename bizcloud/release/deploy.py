@@ -33,6 +33,7 @@ from bizcloud.kube.resources import ObjectRef
 from bizcloud.kube.rollout import RolloutStatus, wait_rollout
 from bizcloud.release.params import (
     DEFAULT_PLATFORM,
+    IMAGE_ID_ANNOTATION,
     MANAGED_BY,
     GroupName,
     Platform,
@@ -72,6 +73,12 @@ class Running:
             return None
         containers = obj["spec"]["template"]["spec"].get("containers") or []
         return str(containers[0]["image"]) if containers else None
+
+    def pod_annotation(self, name: str) -> str | None:
+        if self.normal is None:
+            return None
+        value = (self.normal["spec"]["template"]["metadata"].get("annotations") or {}).get(name)
+        return str(value) if value is not None else None
 
     def replicas(self, group: GroupName) -> int:
         obj = self.normal if group == "normal" else self.gray
@@ -151,24 +158,31 @@ class Releaser:
         return Running(normal=normal, gray=gray)
 
     async def plan(self, service: str, env: str, *, image: str | None = None,
-                   gray: tuple[str, int, int] | None = None) -> ReleaseParams:
+                   gray: tuple[str, int, int] | None = None,
+                   pod_annotations: dict[str, str] | None = None) -> ReleaseParams:
         """The parameters of the next render. ``gray`` = (image, normal, gray replicas) overrides
         what runs (the gray controller's moves); otherwise a running gray release is kept."""
         config = await self.config(service)
         base, running = await asyncio.gather(self.base_env(env), self.running(config, env))
         chosen = image or running.image("normal") or config.image
+        image_id = running.pod_annotation(IMAGE_ID_ANNOTATION)
+        if pod_annotations is None and image_id is not None and chosen == running.image("normal"):
+            pod_annotations = {IMAGE_ID_ANNOTATION: image_id}  # the same image: no restart
         if chosen is None:
             raise BizCloudError(f"no image to deploy {service} with: nothing runs in {env} and its config "
                                 "names no image", hint="give --image, or add `image:` to its config")
         if gray is not None:
             gray_image, normal, gray_count = gray
             return params_for(config, env, image=chosen, gray_image=gray_image, replicas=(normal, gray_count),
-                              base_env=base, platform=self.platform)
+                              base_env=base, platform=self.platform,
+                              pod_annotations=pod_annotations)
         if running.replicas("gray") > 0:
             return params_for(config, env, image=chosen, gray_image=running.image("gray"),
                               replicas=(running.replicas("normal"), running.replicas("gray")),
-                              base_env=base, platform=self.platform)
-        return params_for(config, env, image=chosen, base_env=base, platform=self.platform)
+                              base_env=base, platform=self.platform,
+                              pod_annotations=pod_annotations)
+        return params_for(config, env, image=chosen, base_env=base, platform=self.platform,
+                          pod_annotations=pod_annotations)
 
     async def render(self, service: str, env: str, *, image: str | None = None) -> list[Manifest]:
         return self.renderer.render(await self.plan(service, env, image=image))
@@ -177,10 +191,10 @@ class Releaser:
 
     async def deploy(self, service: str, env: str, *, image: str | None = None, dry_run: bool = False,
                      show_diff: bool = False, wait: bool = True, on_step: StepFn = no_step,
-                     on_rollout: RolloutFn = no_rollout,
-                     gray: tuple[str, int, int] | None = None) -> DeployOutcome:
+                     on_rollout: RolloutFn = no_rollout, gray: tuple[str, int, int] | None = None,
+                     pod_annotations: dict[str, str] | None = None) -> DeployOutcome:
         on_step(f"rendering {service} for {env}")
-        params = await self.plan(service, env, image=image, gray=gray)
+        params = await self.plan(service, env, image=image, gray=gray, pod_annotations=pod_annotations)
         docs = self.renderer.render(params)
         normal = params.workloads[0]
         outcome = DeployOutcome(service=service, env=env, namespace=params.namespace, image=normal.image,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,8 @@ NAMESPACE_PREFIX = "bc-"
 MANAGED_BY = "bizcloud"
 SOA_INTERFACES_ANNOTATION = "bizcloud.io/soa-interfaces"
 FILES_CHECKSUM_ANNOTATION = "bizcloud.io/files-checksum"
+# The content ID of an image rebuilt under the same tag: a new value rolls the pods (`make up`).
+IMAGE_ID_ANNOTATION = "bizcloud.io/image-id"
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 # What every BizCloud pod can read about itself (the sample app reports these in its answers).
@@ -176,17 +179,21 @@ def files_checksum(files: tuple[ConfigFile, ...]) -> str:
 
 def params_for(config: ServiceConfig, env: str, *, image: str, gray_image: str | None = None,
                replicas: tuple[int, int] | None = None, base_env: str | None = None,
-               platform: Platform = DEFAULT_PLATFORM) -> ReleaseParams:
+               platform: Platform = DEFAULT_PLATFORM,
+               pod_annotations: Mapping[str, str] | None = None) -> ReleaseParams:
     """The parameters of ``config`` in ``env``.
 
     ``replicas`` is (normal, gray); by default every replica is normal, as when no gray release
     runs. The gray workload always exists (at 0 replicas when idle), at ``gray_image`` or else the
     normal image, so starting a gray release is a scale, never an object's creation.
+    ``pod_annotations`` go on both pod templates (a changed value rolls the pods: what `make up`
+    does when it rebuilt the sample image under the same tag).
     """
     resources = environment_resources(config, env, base_env)
     normal, gray = replicas if replicas is not None else (resources.replicas, 0)
     gray_at = gray_image or image
     annotations = {SOA_INTERFACES_ANNOTATION: ",".join(config.provides.soa)} if config.provides.soa else {}
+    annotations.update(pod_annotations or {})
     return ReleaseParams(
         service=config.name, env=env, namespace=namespace_of(env), type=config.type,
         ports=dict(config.ports), command=config.command, args=config.args,

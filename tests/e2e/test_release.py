@@ -25,6 +25,7 @@ from bizcloud.kube.kubectl import Kubectl
 from bizcloud.kube.objectdiff import Action
 from bizcloud.release.deploy import Releaser
 from bizcloud.release.environments import create_environment, delete_environment
+from bizcloud.release.params import IMAGE_ID_ANNOTATION
 from bizcloud.release.scale import scale
 from bizcloud.settings import Settings
 from tests.e2e.conftest import ready_pods, wait_for
@@ -136,6 +137,13 @@ async def test_bad_requests_name_the_fix_and_change_nothing(releaser: Releaser, 
         await create_environment(releaser, ENV, "e2e")
 
 
+async def test_a_rebuilt_image_rolls_once_and_a_later_deploy_keeps_it(releaser: Releaser) -> None:
+    """`make up` marks pods with the image's content ID; a user's deploy after it restarts nothing."""
+    await releaser.deploy("demo-api", ENV, pod_annotations={IMAGE_ID_ANNOTATION: "sha256:rebuilt"})
+    again = await releaser.deploy("demo-api", ENV, show_diff=True)
+    assert {d.action for d in again.diffs} == {Action.UNCHANGED}, [d.text for d in again.diffs]
+
+
 async def test_env_delete_removes_the_namespace(releaser: Releaser, kubectl: Kubectl) -> None:
     assert await delete_environment(releaser, ENV, wait=True, timeout=180) == NAMESPACE
     assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0
@@ -149,7 +157,8 @@ async def test_scale_replicas_then_resize_in_place_and_remember_both(
     assert outcome.replicas == (2, 3)
     wait_for(lambda: len(ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")) == 3,
              timeout=90, what="three demo-web pods")
-    before = {p["metadata"]["uid"] for p in ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")}
+    web = "bizcloud.io/service=demo-web"
+    before = {p["metadata"]["uid"] for p in ready_pods(kubectl, SCALE_NAMESPACE, web)}
     resized = await scale(releaser, "demo-web", SCALE_ENV, cpu="30m", memory="112Mi", user="tester")
     assert resized.method == "in-place", resized.to_json()  # Kubernetes 1.34: pods/resize is on
     pods = ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")
@@ -168,7 +177,8 @@ async def test_scale_replicas_then_resize_in_place_and_remember_both(
                                    ready_pods(kubectl, SCALE_NAMESPACE, "bizcloud.io/service=demo-web")},
              timeout=120, what="the pods replaced by a rolling update")
     deployment = kubectl.get_json("deployment", "demo-web", "-n", SCALE_NAMESPACE)
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "120Mi"}
+    limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"memory": "120Mi"}
     again = await releaser.deploy("demo-web", SCALE_ENV, show_diff=True)  # the config remembers the scale
     assert {d.action for d in again.diffs if d.ref.kind == "Deployment"} == {Action.UNCHANGED}, \
         [d.text for d in again.diffs]
