@@ -76,6 +76,7 @@ from bizcloud.usersplit import GrayPolicy, GroupName
 log = logging.getLogger("bizcloud.release.gray")
 
 CONTROLLER = "gray-controller"
+USER_PATIENCE_S = 2.0     # how long a person's operation waits for the lock before the 409
 MAX_CHAINED_BATCHES = 8   # a batch's tick may ask for another (a failed step → rollback); never loop forever
 
 
@@ -369,7 +370,7 @@ class GrayController:
     async def _operate(self, service: str, env: str, name: str, user: str,
                        transition: Callable[[GrayState | None], Plan], *,
                        must_exist: bool = True) -> GrayState:
-        async with self._locked(service, env, name, user) as lock:
+        async with self._locked(service, env, name, user, patience_s=USER_PATIENCE_S) as lock:
             state = await asyncio.to_thread(self.store.gray, service, env)
             if state is None and must_exist:
                 raise GrayNotFound(f"{name}: {service} has no gray release in environment {env!r}",
@@ -379,9 +380,21 @@ class GrayController:
             return await self._run(lock, new, actions, user)
 
     @contextlib.asynccontextmanager
-    async def _locked(self, service: str, env: str, name: str, holder: str) -> AsyncIterator[OperationLock]:
+    async def _locked(self, service: str, env: str, name: str, holder: str, *,
+                      patience_s: float = 0.0) -> AsyncIterator[OperationLock]:
+        """The service+env's lock; ``patience_s`` rides out the runner's short holds (a tick storing a
+        verdict) so a person's command is refused only by an operation that really runs."""
         stack = contextlib.ExitStack()
-        lock = await asyncio.to_thread(stack.enter_context, self.store.operation(service, env, name, holder))
+        deadline = asyncio.get_running_loop().time() + patience_s
+        while True:
+            try:
+                lock = await asyncio.to_thread(stack.enter_context,
+                                               self.store.operation(service, env, name, holder))
+                break
+            except OperationConflict:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
         try:
             yield lock
         finally:
