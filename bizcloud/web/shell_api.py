@@ -10,6 +10,7 @@ Each session is one audit row (start, end, outcome) and one asciicast recording.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -33,6 +34,11 @@ from bizcloud.webshell.docker import DockerEngine
 from bizcloud.webshell.errors import ShellError, TargetGone
 
 LOG_IN = "log in, or send Authorization: Bearer <token>"
+CLOSE_TIMEOUT_S = 2.0
+# Our pings on the exec stream find a dead API server connection. Their pongs queue behind the
+# shell's output, so under a flood to a slow client a short timeout would cut a live session: the
+# idle side is covered by the session's keepalive (a resize frame every keepalive interval).
+EXEC_PING_S = 30.0
 router = APIRouter(prefix="/api/v1/shell", tags=["webshell"])
 log = logging.getLogger("bizcloud.webshell")
 
@@ -103,8 +109,9 @@ async def _run(ws: WebSocket, accounts: AccountStore, user: UserOut, *, target: 
     finally:
         await asyncio.to_thread(accounts.audit_finish, record_id=record, status=status,
                                 detail={"outcome": outcome})
-        if ws.client_state is WebSocketState.CONNECTED:
-            await ws.close()
+        if ws.client_state is WebSocketState.CONNECTED:  # a stalled client may never take the close frame
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
 
 
 def _who(ws: WebSocket) -> tuple[AccountStore, dict[str, str]]:
@@ -144,7 +151,7 @@ async def kube_shell(ws: WebSocket, namespace: str, pod: str) -> None:
 
     async def opener(cols: int, rows: int) -> ShellSession:
         return await open_kube_shell(config, namespace=namespace, pod=pod, container=container,
-                                     cols=cols, rows=rows, ping_interval=keepalive)
+                                     cols=cols, rows=rows, ping_interval=max(keepalive, EXEC_PING_S))
 
     await _run(ws, accounts, user, target=target, opener=opener,
                detail={"service": service, "env": env, "reason": decision.reason})

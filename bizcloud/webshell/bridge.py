@@ -8,8 +8,13 @@ The wire protocol to the client, binary frames both ways, close to Kubernetes' o
   terminal shows them without knowing about them.
 
 Two pumps, each awaiting the other side before reading more, so a huge paste or a slow client
-holds at most one message in memory; a keepalive task touches the backend when the session is
-idle (the client side is kept alive by WebSocket pings from the server, ``ws_ping_interval``).
+holds at most one message in memory: the server's WebSocket send waits while the client's socket
+is full (uvicorn pauses writing past its transport's high-water mark), the exec stream's reader
+stops, and the shell in the container blocks on its own output. A client that reads nothing for
+``stall_s`` seconds is gone or stuck: the session is closed with that reason (in the audit trail,
+and in the terminal if it ever reads again) instead of holding the shell open forever. A
+keepalive task touches the backend when the session is idle (the client side is kept alive by
+WebSocket pings from the server, ``ws_ping_interval``).
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Protocol
 
 from bizcloud.webshell.asciicast import Recorder
 from bizcloud.webshell.backends import ShellSession
-from bizcloud.webshell.errors import ShellError
+from bizcloud.webshell.errors import ClientStalled, ShellError
 
 STDIN, RESIZE = 0, 4
 WRITE_CHUNK = 64 * 1024
 MAX_COLS, MAX_ROWS = 1000, 500
+NOTICE_TIMEOUT_S = 1.0  # a last message to a client that may not be reading: try, do not wait for it
 
 log = logging.getLogger("bizcloud.webshell")
 
@@ -53,11 +59,27 @@ def parse_resize(payload: bytes) -> tuple[int, int] | None:
     return cols, rows
 
 
+def stall_limit(keepalive_s: float) -> float:
+    """How long a client may read nothing before its session is closed: three keepalive intervals,
+    at least 10 s (a browser tab busy for a moment is not gone). Purely computational."""
+    return max(10.0, 3 * keepalive_s)
+
+
+async def _tell(peer: Peer, text: str) -> None:
+    """BizCloud's last line to the client, if it is still reading."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(peer.send(notice(text)), NOTICE_TIMEOUT_S)
+
+
 async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None = None,
-                 keepalive_s: float = 20.0) -> str:
-    """Pump bytes until either side ends; returns how the session ended (for the audit trail)."""
+                 keepalive_s: float = 20.0, stall_s: float | None = None) -> str:
+    """Pump bytes until either side ends; returns how the session ended (for the audit trail).
+
+    ``stall_s`` (default ``stall_limit(keepalive_s)``): how long one send to the client may wait.
+    """
     activity = asyncio.Event()
     ended = "client disconnected"
+    stall = stall_limit(keepalive_s) if stall_s is None else stall_s
 
     async def downstream() -> None:
         nonlocal ended
@@ -65,10 +87,13 @@ async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None
             activity.set()
             if recorder:
                 recorder.output(data)
-            await peer.send(data)
+            try:
+                await asyncio.wait_for(peer.send(data), stall)
+            except TimeoutError:
+                raise ClientStalled(f"the client read nothing for {stall:g} s: session closed "
+                                    "(its output is not held for it)") from None
         ended = await session.ending()
-        with contextlib.suppress(Exception):
-            await peer.send(notice(ended))
+        await _tell(peer, ended)
 
     async def upstream() -> None:
         while (message := await peer.receive()) is not None:
@@ -103,8 +128,7 @@ async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None
             error = task.exception()
             if isinstance(error, ShellError):
                 ended = error.message
-                with contextlib.suppress(Exception):
-                    await peer.send(notice(ended))
+                await _tell(peer, ended)
             elif error is not None:
                 log.warning("shell %s: %s: %s", session.target, type(error).__name__, error)
                 ended = f"error: {error}"

@@ -15,3 +15,7 @@ class TargetGone(ShellError):  # noqa: N818
 
 class BackendUnavailable(ShellError):  # noqa: N818
     """The container runtime or the API server did not answer."""
+
+
+class ClientStalled(ShellError):  # noqa: N818
+    """The client stopped reading the terminal's output; the session is closed rather than buffered."""

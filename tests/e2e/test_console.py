@@ -11,18 +11,15 @@ with a short read timeout) speak to the same server with the `websockets` client
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +30,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from bizcloud.accounts.roles import Role
-from bizcloud.accounts.store import AccountStore
-from bizcloud.catalog.db import make_engine, migrate_engine
-from bizcloud.cluster import images, lifecycle
+from bizcloud.cluster import images
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.settings import Settings
 from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
+from tests.e2e.console_fixtures import browser, create_users, in_thread, login, own_stack
+
+__all__ = ["browser"]  # the shared Chromium fixture
 
 pytestmark = pytest.mark.e2e
 
 SERVER_PORT, METRICS_PORT, PROXY_PORT = 18910, 18911, 18912
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PASSWORD = "console-e2e-pass"
 
 
 @dataclass
@@ -58,25 +52,7 @@ class Console:
     service: str
     tmp: Path
     recordings: Path
-
-
-def in_thread(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on its own loop in a thread: sync Playwright holds a loop in the main thread."""
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, test(*args, **kwargs)).result()
-    return run
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    def answers() -> bool:
-        assert proc.poll() is None, f"process died: {log.read_text()[-2000:]}"
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-    wait_for(answers, timeout=60, what=url)
+    server_pid: int
 
 
 @pytest.fixture(scope="module")
@@ -84,57 +60,19 @@ def console(real_cluster: Settings, kubectl: Kubectl, namespace: str, sample_ima
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     db_url = f"sqlite:///{tmp / 'catalog.db'}"
-    engine = make_engine(db_url)
-    migrate_engine(engine)
-    accounts = AccountStore(engine)
     service = f"con-{uuid.uuid4().hex[:6]}"
-    tokens = {}
-    for name, role in (("olga", Role.OPS), ("vera", Role.VIEWER), ("dev", Role.DEVELOPER)):
-        accounts.create_user(name=name, password=PASSWORD, role=role)
-        tokens[name] = accounts.issue_token(user=name, name="e2e")
-    engine.dispose()
-    env = {**os.environ, "BIZCLOUD_DATABASE_URL": db_url, "BIZCLOUD_STATE_DIR": str(tmp / "state"),
-           "BIZCLOUD_KUBECONFIG": str(lifecycle.kubeconfig_path(real_cluster)),
-           "BIZCLOUD_SERVER_PORT": str(SERVER_PORT), "BIZCLOUD_MONITOR_METRICS_PORT": str(METRICS_PORT),
-           "BIZCLOUD_MONITOR_LEASE_NAME": f"e2e-{service}", "BIZCLOUD_MONITOR_RESYNC_S": "5",
-           "BIZCLOUD_MONITOR_GRACE_S": "1", "BIZCLOUD_SHELL_KEEPALIVE_S": "1",
-           "BIZCLOUD_DOCKER_HOST": real_cluster.docker_host}
-    procs = []
-    for name, probe in (("server", f"http://127.0.0.1:{SERVER_PORT}/healthz"),
-                        ("monitor", f"http://127.0.0.1:{METRICS_PORT}/metrics")):
-        log = tmp / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "bizcloud", name], env=env, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT)
-        procs.append(proc)
-        _wait_http(probe, proc, log)
-    kubectl.apply(demo_deployment(name=service, namespace=namespace, image=sample_image, replicas=2))
-    wait_for(lambda: len(ready_pods(kubectl, namespace, f"bizcloud.io/service={service}")) == 2,
-             timeout=120, what="two ready sample pods")
-    try:
-        yield Console(url=f"http://127.0.0.1:{SERVER_PORT}", ws_url=f"ws://127.0.0.1:{SERVER_PORT}",
-                      tokens=tokens, namespace=namespace, service=service, tmp=tmp,
-                      recordings=tmp / "state" / "recordings")
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        kubectl.run("delete", "deployment", service, "-n", namespace, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("Debian's chromium is not installed (make setup installs it)")
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only the browser tests need it
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    tokens = create_users(db_url, {"olga": Role.OPS, "vera": Role.VIEWER, "dev": Role.DEVELOPER})
+    with own_stack(real_cluster, tmp, db_url=db_url, server_port=SERVER_PORT, metrics_port=METRICS_PORT,
+                   lease=f"e2e-{service}") as procs:
+        kubectl.apply(demo_deployment(name=service, namespace=namespace, image=sample_image, replicas=2))
+        try:
+            wait_for(lambda: len(ready_pods(kubectl, namespace, f"bizcloud.io/service={service}")) == 2,
+                     timeout=120, what="two ready sample pods")
+            yield Console(url=f"http://127.0.0.1:{SERVER_PORT}", ws_url=f"ws://127.0.0.1:{SERVER_PORT}",
+                          tokens=tokens, namespace=namespace, service=service, tmp=tmp,
+                          recordings=tmp / "state" / "recordings", server_pid=procs["server"].pid)
+        finally:
+            kubectl.run("delete", "deployment", service, "-n", namespace, "--wait=false", check=False)
 
 
 def _pods(kubectl: Kubectl, console: Console) -> list[str]:
@@ -151,11 +89,7 @@ def _terminal_text(page: Any) -> str:
 
 
 def _login(page: Any, console: Console, user: str = "olga") -> None:
-    page.goto(f"{console.url}/console/login")
-    page.fill("input[name=name]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{console.url}/console/")
+    login(page, console.url, user)
 
 
 def test_login_and_see_instances_by_group_updating_live(browser: Any, console: Console,
@@ -301,6 +235,42 @@ async def test_huge_paste_arrives_whole(console: Console, kubectl: Kubectl) -> N
         for start in range(0, size, 16 * 1024):
             await ws.send(b"\x00" + (line * 16)[: min(16 * 1024, size - start)])
         await _read_until(ws, rf"^\s*{size}\s*$", timeout=120)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@in_thread
+async def test_a_client_that_stops_reading_does_not_grow_the_servers_memory(console: Console,
+                                                                            kubectl: Kubectl) -> None:
+    """The shell floods its output (`yes` with 1 KiB lines; tens of MB/s when read) to a client that
+    reads nothing for 12 s: the server's memory stays flat (the pipeline waits: nothing is queued
+    for the client), and once the client reads again the same session flows at full speed.
+    (A client that reads nothing for 3 keepalives while a send waits is dropped: ``stall_limit``.)"""
+    pod = _pods(kubectl, console)[0]
+    url = f"{console.ws_url}/api/v1/shell/kube/{console.namespace}/{pod}"
+    before = _rss_mib(console.server_pid)
+    peak, delivered = before, 0
+    # max_queue=1: the client library stops reading the socket once one message waits unread.
+    async with connect(url, additional_headers=_headers(console, "olga"), max_queue=1, ping_interval=None,
+                       max_size=1 << 22) as ws:
+        await ws.send(b"\x00echo flooding; yes $(printf '%01023d' 0)\n")
+        await _read_until(ws, r"^flooding\s*$")
+        stalled = time.monotonic()
+        while time.monotonic() - stalled < 12:  # reads nothing (the server drops it after 20 s unponged)
+            await asyncio.sleep(0.5)
+            peak = max(peak, _rss_mib(console.server_pid))
+        reading = time.monotonic()
+        while time.monotonic() - reading < 5:
+            delivered += len(await asyncio.wait_for(ws.recv(), 5))
+    rate = delivered / 5 / (1 << 20)
+    assert rate > 5, f"only {rate:.1f} MiB/s came once reading: the shell did not flood"
+    # Unbounded buffering would have held 12 s x that rate; the server grew by less than 64 MiB.
+    assert peak - before < 64, f"the server grew from {before:.0f} MiB to {peak:.0f} MiB ({rate:.0f} MiB/s)"
 
 
 @pytest.fixture(scope="module")
