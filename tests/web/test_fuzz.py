@@ -88,6 +88,20 @@ def _seed(catalog: CatalogStore) -> None:
         catalog.set_gray(policy=GrayPolicyOut(service=name, ratio=10.0, whitelist=("u1",)))
 
 
+@schemathesis.check
+def no_server_error(ctx: Any, response: Any, case: Case[Any]) -> bool | None:
+    """``not_a_server_error``, except the one 5xx this app is meant to give: this fuzzed server has
+    no cluster (no kubeconfig), so release operations answer 503 "no cluster" — checked by its
+    message, any other 5xx still fails. The release routes run against the real cluster in
+    tests/e2e/test_release.py and test_gray.py."""
+    return None if _no_cluster(response, case) else not_a_server_error(ctx, response, case)
+
+
+def _no_cluster(response: Any, case: Case[Any]) -> bool:
+    return bool(response.status_code == 503 and case.path.startswith("/api/v1/release")
+                and "cluster" in response.text)
+
+
 def _clamp_wait(case: Case[Any]) -> None:
     """A generated long-poll ``wait`` answers within MAX_WAIT_S; unparsable ones stay (they get 422)."""
     if case.path != "/api/v1/changes" or not case.query or "wait" not in case.query:
@@ -112,7 +126,7 @@ def test_as_user_no_server_error(case: Case[Any], api: Api, role: Role) -> None:
     _clamp_wait(case)
     # Added to the generated headers (none of which is a credential: the schema declares no security).
     headers = {"Authorization": f"Bearer {api.tokens[role]}"}
-    case.call_and_validate(app=api.app, headers=headers, checks=[not_a_server_error])
+    case.call_and_validate(app=api.app, headers=headers, checks=[no_server_error])
 
 
 @schema.parametrize()
@@ -122,7 +136,7 @@ def test_as_anonymous_refused_or_served(case: Case[Any], api: Api) -> None:
     if case.headers:
         for credential in ("authorization", "cookie"):
             case.headers.pop(credential, None)
-    response = case.call_and_validate(app=api.app, checks=[not_a_server_error])
+    response = case.call_and_validate(app=api.app, checks=[no_server_error])
     method, path = case.operation.method.upper(), case.operation.path
     # Only the operation's own method: negative cases also send ones it lacks (405 for everybody).
     needs_user = case.method.upper() == method and \
@@ -131,4 +145,4 @@ def test_as_anonymous_refused_or_served(case: Case[Any], api: Api) -> None:
         assert response.status_code == 401, (case.method, case.formatted_path, response.status_code,
                                              response.text)
     else:
-        assert response.status_code < 500
+        assert response.status_code < 500 or _no_cluster(response, case)
