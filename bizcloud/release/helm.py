@@ -22,7 +22,7 @@ import yaml
 
 from bizcloud.errors import BizCloudError
 from bizcloud.release.params import ReleaseParams
-from bizcloud.release.render import Renderer
+from bizcloud.release.render import Renderer, tojson
 
 CHARTS = Path(__file__).resolve().parent / "helm"
 COMMON = CHARTS / "common"
@@ -132,5 +132,6 @@ def export_chart(params: ReleaseParams, directory: Path) -> Path:
                  annotations={EXPORT_MARK: f"bizcloud template set {params.type}"})
     (directory / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False))
     header = VALUES_HEADER.format(service=params.service, env=params.env, kind=params.type)
-    (directory / "values.yaml").write_text(header + json.dumps(values, indent=2) + "\n")
+    # The same escaping as the Jinja2 sets: UTF-8 text, never surrogate pairs (Go's YAML refuses them).
+    (directory / "values.yaml").write_text(header + tojson(values) + "\n", encoding="utf-8")
     return directory

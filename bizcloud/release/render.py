@@ -12,6 +12,8 @@ Pure apart from reading the template files once.
 from __future__ import annotations
 
 import copy
+import json
+import re
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,6 +50,19 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# Characters a YAML reader would not take back as they are inside a double-quoted scalar: C1
+# controls (NEL is a line break to YAML), the Unicode line/paragraph separators, BOM and
+# non-characters. They go as \uXXXX escapes; everything else, astral characters included, goes
+# as UTF-8 (Jinja2's own ``tojson`` writes those as surrogate pairs, which YAML refuses).
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
+def tojson(value: Any) -> str:
+    """A value as a JSON (so YAML) scalar or collection that reads back exactly. Pure."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _template_line(e: BaseException) -> str:
     """Where in a template an error arose: Jinja2 rewrites tracebacks to point at template lines."""
     frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(".j2")]
@@ -67,6 +82,7 @@ class Renderer:
         self._env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)),
                                        undefined=jinja2.StrictUndefined, autoescape=False,
                                        keep_trailing_newline=True, auto_reload=False)
+        self._env.filters["tojson"] = tojson
         self._sets: dict[str, list[jinja2.Template]] = {}
 
     def template_set(self, kind: str) -> list[jinja2.Template]:

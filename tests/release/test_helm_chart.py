@@ -128,9 +128,6 @@ def test_helm_template_renders_the_same_objects(helm: Path, tmp_path: Path, case
     assert_same_objects(helm, params, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=TemplateError,
-                   reason="render.py: Jinja2's tojson writes a character beyond the BMP as a UTF-16 "
-                          "surrogate pair (\\ud83d\\ude00), which YAML refuses; the chart renders it")
 def test_characters_beyond_the_basic_plane(helm: Path, tmp_path: Path) -> None:
     config = sample("demo-web", env={"GREETING": "hi 😀"},
                     files=[{"name": "a.txt", "mount": "/etc/a.txt", "content": "𝄞 clef"}])

@@ -184,3 +184,15 @@ def test_merge_patch_follows_rfc_7386() -> None:
 def test_output_is_plain_multi_document_yaml() -> None:
     docs = Renderer().render(params_for(sample("demo-web"), "dev", image="demo:v1"))
     assert list(yaml.safe_load_all(to_yaml(docs))) == docs
+
+
+@pytest.mark.parametrize("text", ["hi 😀", "𝄞 clef", "a\x85b", "line\u2028sep", "\x00\x1f\x7f\x9f",
+                                  "'\"\\ <&>",
+                                  "\ufeffbom", "yes", "0x10", "null", "~", "- item", "key: value"])
+def test_any_text_reads_back_exactly(text: str) -> None:
+    config = ServiceConfig(**{**sample("demo-web").model_dump(), "env": {"X": text},
+                              "files": [{"name": "f", "mount": "/etc/f", "content": text}]})
+    docs = Renderer().render(params_for(config, "dev", image="demo:v1"))
+    assert env_of(by_kind(docs, "Deployment")[0])["X"] == text
+    assert by_kind(docs, "ConfigMap")[0]["data"]["f"] == text
+    assert list(yaml.safe_load_all(to_yaml(docs))) == docs
