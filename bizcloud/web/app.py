@@ -83,10 +83,10 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             app.state.recordings_dir = settings.resolved_state_dir() / "recordings"
             app.state.kube_config = await asyncio.to_thread(_kube_config, settings)
             kube = KubeClient.from_config(app.state.kube_config) if app.state.kube_config else None
+            app.state.release_store = ReleaseStore(engine)   # the history reads without a cluster
             if kube is not None:
                 releaser = Releaser(kube, app.state.config_store, platform=Platform.from_settings(settings))
                 app.state.releaser = releaser
-                app.state.release_store = ReleaseStore(engine)
                 app.state.release_operations = ReleaseOperations(releaser, app.state.release_store)
                 app.state.gray = GrayController.from_settings(
                     releaser=releaser, store=app.state.release_store, catalog=store, settings=settings)

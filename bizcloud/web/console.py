@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from bizcloud import identifiers
-from bizcloud.accounts.roles import Role
+from bizcloud.accounts.roles import Role, owners_of
 from bizcloud.accounts.store import AccountStore, UserOut
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.catalog.errors import NotFound
@@ -114,7 +114,12 @@ async def service_page(request: Request, name: str) -> Response:
         return HTMLResponse(f"no service named {name}", status_code=404)
     routes = await asyncio.to_thread(catalog.list_routes, service=name)
     authz = _grants(request)
-    return _page(request, "service.html", user, service=service, routes=routes,
+    releases = getattr(request.app.state, "release_store", None)
+    history = await asyncio.to_thread(releases.history, service=name, limit=20) if releases else []
+    grays = [g for g in await asyncio.to_thread(releases.grays) if g.service == name] if releases else []
+    can_release = user.role in (Role.OPS, Role.ADMIN) or user.name in owners_of(service.owner)
+    return _page(request, "service.html", user, service=service, routes=routes, history=history, grays=grays,
+                 can_release=can_release,
                  config=await asyncio.to_thread(_current_config, _configs(request), name),
                  picture=await _picture(_configs(request), name),
                  grants=await asyncio.to_thread(authz.grants, service=name),

@@ -137,6 +137,22 @@
     play();
   }
 
+  // A service's gray release controls: the API decides (roles, state); its refusal shows beside
+  // the buttons, and a success reloads the page to show the new state.
+  function grayControls(blocks) {
+    for (const block of blocks) {
+      block.addEventListener("click", async (ev) => {
+        if (ev.target.tagName !== "BUTTON") return;
+        const { service, env } = block.dataset, action = ev.target.dataset.action;
+        const url = `/api/v1/release/gray/${encodeURIComponent(service)}/${encodeURIComponent(env)}/${action}`;
+        const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+        if (r.ok) { location.reload(); return; }
+        const d = (await r.json().catch(() => ({}))).detail;
+        block.querySelector(".error").textContent = typeof d === "string" ? d : (d && d.message) || `${r.status}`;
+      });
+    }
+  }
+
   // The users page (admins): add a user, change a role, issue a token, delete. The API decides;
   // its refusal (say, demoting the last admin) is shown as it comes. Secrets are shown once, on
   // this page only: the table is refreshed in place instead of reloading the page.
@@ -201,5 +217,5 @@
     };
   });
 
-  window.BizCloud = { liveInstances, shell, replay, users };
+  window.BizCloud = { liveInstances, shell, replay, users, grayControls };
 })();
