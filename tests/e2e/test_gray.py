@@ -33,6 +33,7 @@ from bizcloud import stack
 from bizcloud.accounts.roles import Role
 from bizcloud.accounts.store import AccountStore
 from bizcloud.catalog.db import make_engine, migrate_engine
+from bizcloud.catalog.policies import GrayPolicyOut
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.cluster import images, lifecycle
 from bizcloud.cluster.host import node_ip
@@ -380,3 +381,26 @@ def test_a_failing_gray_version_is_rolled_back_automatically(gray_stack: Stack, 
     assert _replicas(kubectl, "demo-web-gray") == 0
     wait_for(lambda: {_answer(u).get("group") for u in gray_users} == {"normal"}, timeout=30,
              what="gray users back on normal")
+
+
+def test_a_restarted_server_converges_the_release_first(gray_stack: Stack, kubectl: Kubectl) -> None:
+    """The cluster drifted while the server was down (as if a batch stopped half-way): the runner's
+    first act is ``converge``, which puts the pods and the split back to what the stored state says."""
+    started = gray_stack.post("demo-web", "start", {"image": "demo:v1", "ratio": 50})
+    assert started.status_code == 200, started.text
+    server = gray_stack.procs["server"]
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+    kubectl.run("scale", "deployment/demo-web-gray", "-n", NAMESPACE, "--replicas=0")
+    engine = make_engine(gray_stack.env["BIZCLOUD_DATABASE_URL"])
+    CatalogStore(engine).set_gray(policy=GrayPolicyOut(service="demo-web", ratio=0.0))
+    engine.dispose()
+    gray_stack.start("server", f"http://127.0.0.1:{SERVER_PORT}/healthz")
+    pods = split(2, 50)
+    gray = "bizcloud.io/service=demo-web,bizcloud.io/group=gray"
+    wait_for(lambda: len(ready_pods(kubectl, NAMESPACE, gray)) == pods.gray, timeout=120,
+             what="the gray pods back")
+    wait_for(lambda: {_answer(u).get("group") for u in UIDS if bucket(u) < 5000} == {"gray"}, timeout=30,
+             what="gray users back on gray")
+    assert gray_stack.status("demo-web")["gray"]["phase"] == "running"
+    assert gray_stack.post("demo-web", "rollback").json()["phase"] == "rolled-back"
