@@ -235,6 +235,15 @@ class GrayController:
         """Start trying ``image`` on ``ratio`` percent of users (and ``uids``) next to what runs now."""
         interval_s = seconds(interval)
         identifiers.image(image, "image")
+        others = [g for g in await asyncio.to_thread(self.store.grays)
+                  if g.service == service and g.env != env and g.phase in ACTIVE]
+        if others:
+            other = others[0]
+            raise GrayError(f"gray start: {service} already has a gray release in {other.env} "
+                            f"({other.image}, {other.phase.value}); gray policies are per service, "
+                            "not per environment",
+                            hint=f"promote or roll back that one first "
+                                 f"(`bizcloud gray rollback {service} --env {other.env}`)")
         config = await self.releaser.config(service)
         running = await self.releaser.running(config, env)
         if running.normal is None:
@@ -245,15 +254,6 @@ class GrayController:
         base_image = running.image("normal") or ""
         labels = running.normal["spec"]["template"]["metadata"].get("labels") or {}
         base_release = str(labels.get("bizcloud.io/release") or release_of(base_image))
-        others = [g for g in await asyncio.to_thread(self.store.grays)
-                  if g.service == service and g.env != env and g.phase in ACTIVE]
-        if others:
-            other = others[0]
-            raise GrayError(f"gray start: {service} already has a gray release in {other.env} "
-                            f"({other.image}, {other.phase.value}); gray policies are per service, "
-                            "not per environment",
-                            hint=f"promote or roll back that one first "
-                                 f"(`bizcloud gray rollback {service} --env {other.env}`)")
 
         def transition(previous: GrayState | None) -> Plan:
             return gray_plan.start(previous, service=service, env=env, image=image, release=release_of(image),

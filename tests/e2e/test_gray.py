@@ -403,4 +403,8 @@ def test_a_restarted_server_converges_the_release_first(gray_stack: Stack, kubec
     wait_for(lambda: {_answer(u).get("group") for u in UIDS if bucket(u) < 5000} == {"gray"}, timeout=30,
              what="gray users back on gray")
     assert gray_stack.status("demo-web")["gray"]["phase"] == "running"
+    # gray policies are per service: a second environment's gray release of demo-web is refused
+    other = gray_stack.gray("start", "demo-web", "--env", "elsewhere", "--image", "demo:v1", check=False)
+    assert other.returncode == 1
+    assert f"already has a gray release in {ENV}" in " ".join(other.stderr.split())
     assert gray_stack.post("demo-web", "rollback").json()["phase"] == "rolled-back"
