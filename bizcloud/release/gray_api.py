@@ -89,7 +89,7 @@ def _user(request: Request) -> str:
     return str(getattr(user, "name", "anonymous"))
 
 
-def _http(e: BizCloudError) -> HTTPException:
+def http_error(e: BizCloudError) -> HTTPException:
     code = (status.HTTP_404_NOT_FOUND if isinstance(e, GrayNotFound) else
             status.HTTP_409_CONFLICT if isinstance(e, GrayError | OperationConflict) else
             status.HTTP_404_NOT_FOUND if "has no config in the config center" in e.message else
@@ -101,7 +101,7 @@ async def _answer(work: Any) -> dict[str, Any]:
     try:
         return state_json(await work)
     except BizCloudError as e:
-        raise _http(e) from e
+        raise http_error(e) from e
 
 
 @router.get("/{service}/{env}", responses=ERRORS)
@@ -119,7 +119,7 @@ async def gray_start(service: Service, env: Env, body: StartIn, request: Request
     try:
         thresholds = Thresholds(**body.thresholds.model_dump()) if body.thresholds else None
     except BizCloudError as e:
-        raise _http(e) from e
+        raise http_error(e) from e
     return await _answer(controller.start(service, env, image=body.image, ratio=body.ratio, uids=body.uids,
                                           steps=body.steps, interval=body.interval, thresholds=thresholds,
                                           user=_user(request)))
