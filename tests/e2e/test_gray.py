@@ -348,6 +348,14 @@ def test_bad_requests_get_one_clear_error_and_change_nothing(gray_stack: Stack, 
     assert gray_stack.post("demo-web", "set", {"ratio": -1}).status_code == 409   # nothing runs to set
     assert gray_stack.post("demo-web", "start", {"image": "demo:v2", "ratio": 101}).status_code == 400
     assert gray_stack.post("no-such-svc", "start", {"image": "demo:v2"}).status_code == 404
+    engine = make_engine(gray_stack.env["BIZCLOUD_DATABASE_URL"])   # a developer who owns nothing
+    accounts = AccountStore(engine)
+    accounts.create_user(name="dev-gray", password="gray-e2e-password", role=Role.DEVELOPER)
+    stranger = accounts.issue_token(user="dev-gray", name="e2e")
+    engine.dispose()
+    denied = httpx.post(f"{API}/release/gray/demo-web/{ENV}/start", json={"image": "demo:v2"}, timeout=30,
+                        headers={"Authorization": f"Bearer {stranger}"})
+    assert denied.status_code == 403 and "does not own service demo-web" in denied.json()["detail"]
     assert _versions(kubectl) == before
     assert len(gray_stack.status("demo-web")["history"]) == history
     assert gray_stack.status("demo-web")["gray"]["phase"] == "rolled-back"
