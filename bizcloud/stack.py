@@ -10,6 +10,7 @@ component (gateway, ZooKeeper, MariaDB) adds itself to `up`, `down` and `endpoin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from bizcloud.accounts import bootstrap
 from bizcloud.authz import mariadb
 from bizcloud.authz.credentials import KubeCredentials
 from bizcloud.cluster import images, lifecycle, processes
+from bizcloud.cluster.host import node_ip
 from bizcloud.cluster.lifecycle import Step
 from bizcloud.configcenter.schema import SecretRef
 from bizcloud.daemons import ensure_namespace
@@ -58,6 +60,7 @@ def deploy_sample(settings: Settings, *, step: Step) -> None:
     is not built here: that cluster's nodes pull ``settings.sample_image`` from wherever it was
     pushed. A rebuilt image under the same tag rolls the pods (its content ID is a pod annotation).
     """
+    apply_sample_configs(settings, only_missing=True)  # deployed on its own (tests): its configs first
     annotations: dict[str, str] = {}
     if settings.kubeconfig is None:
         step(f"building image {settings.sample_image}")
@@ -206,25 +209,37 @@ def start_mariadb(settings: Settings, *, step: Step) -> mariadb.MariaDbPair:
     return pair
 
 
-def sample_inventory(pair: mariadb.MariaDbPair) -> str:
-    """The sample inventory with the pair's address and ports. Purely computational."""
-    text = SAMPLE_INVENTORY.read_text().replace(NODE_IP_PLACEHOLDER, pair.host)
-    return text.replace("3316", str(pair.master_port)).replace("3317", str(pair.replica_port))
+def sample_inventory(host: str, master_port: int, replica_port: int) -> str:
+    """The sample inventory with the MariaDB pair's address and ports. Purely computational."""
+    text = SAMPLE_INVENTORY.read_text().replace(NODE_IP_PLACEHOLDER, host)
+    return text.replace("3316", str(master_port)).replace("3317", str(replica_port))
 
 
-def apply_sample_configs(settings: Settings, pair: mariadb.MariaDbPair) -> None:
+def apply_sample_configs(settings: Settings, pair: mariadb.MariaDbPair | None = None, *,
+                         only_missing: bool = False) -> None:
     """The inventory and the sample services' configs into the config center (unchanged ones stay).
 
     Written to the database directly, like the sample route: `make up` acts as the operator.
+    Without ``pair`` the inventory names where `make up` runs the pair (the node's address and
+    the configured ports); ``only_missing`` leaves a config center that has the sample alone.
     """
     from bizcloud.catalog.db import make_engine, migrate_engine  # noqa: PLC0415
     from bizcloud.configcenter.store import ConfigStore  # noqa: PLC0415
 
+    if pair is not None:
+        inventory = sample_inventory(pair.host, pair.master_port, pair.replica_port)
+    else:
+        host = "127.0.0.1"
+        with contextlib.suppress(BizCloudError):
+            host = node_ip()
+        inventory = sample_inventory(host, settings.mariadb_master_port, settings.mariadb_replica_port)
     engine = make_engine(settings.resolved_database_url())
     try:
         migrate_engine(engine)
         store = ConfigStore(engine)
-        store.apply(sample_inventory(pair), author="bizcloud up", comment="the local MariaDB pair")
+        if only_missing and set(SAMPLE_SERVICES) <= set(store.latest().services):
+            return
+        store.apply(inventory, author="bizcloud up", comment="the local MariaDB pair")
         store.apply(SAMPLE_CONFIGS.read_text(), author="bizcloud up", comment="the sample services")
     finally:
         engine.dispose()
