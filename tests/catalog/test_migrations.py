@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -58,12 +59,18 @@ def test_migrate_is_idempotent_and_reversible(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_processes_starting_together_all_reach_head(tmp_path: Path) -> None:
-    """The monitor and the API server both migrate at start; the database makes them take turns."""
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_starting_together_all_reach_head(tmp_path: Path, attempt: int) -> None:
+    """The monitor and the API server both migrate at start; the database makes them take turns.
+
+    Two windows were lost before: switching a fresh file to WAL ("database is locked" without the
+    busy handler) and Alembic committing between revisions on SQLite (a second process then ran a
+    revision already applied: "table ... already exists"). Eight processes a round expose both.
+    """
     url = f"sqlite:///{tmp_path / 'race.db'}"
     code = f"from bizcloud.catalog.db import migrate; migrate({url!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+             for _ in range(8)]
     failures = [p.communicate(timeout=60)[1] for p in procs if p.wait(timeout=60) != 0]
     assert failures == []
     engine = make_engine(url)

@@ -38,8 +38,11 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = writer(_engine())
     with engine.connect() as connection:
+        # Alembic assumes SQLite cannot roll DDL back and commits after every revision, which
+        # lets a second process slip in between two revisions; SQLite can, so keep one transaction.
+        sqlite = connection.dialect.name == "sqlite"
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+                          render_as_batch=sqlite, transactional_ddl=True if sqlite else None)
         with context.begin_transaction():
             context.run_migrations()
 
