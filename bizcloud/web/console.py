@@ -6,9 +6,11 @@ stream), each service's config, dependency graph and grants with their reasons; 
 the grants in force and their journal; environments, routes, the audit log with shell replay,
 users (admins only) and the WebShell's terminal (xterm.js, installed from npm by ``make setup``
 into ``frontend/node_modules`` and served as is). Pages show what exists and nothing that does
-not: deploys and gray releases add their sections when their APIs land. Every page needs a
-console session (the login page sets it) and is read-only for a viewer; controls appear only for
-roles the API would let through, and the API checks again.
+not. A service's page deploys (its progress streamed line by line), dry-runs and scales it in each
+environment it has parameters for, and steers its gray release. Every page needs a console
+session (the login page sets it) and is read-only for a viewer; controls are enabled only where
+the API would let the user through (``release_decisions``; the tooltip says why not), and the API
+checks again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from bizcloud.catalog.store import CatalogStore
 from bizcloud.configcenter import graph
 from bizcloud.configcenter.errors import ConfigNotFound
 from bizcloud.configcenter.store import ConfigStore, VersionOut
+from bizcloud.release.store import HistoryEntry
 from bizcloud.web import graph_picture
-from bizcloud.web.auth import authenticate, scope_headers
+from bizcloud.web.auth import authenticate, production_envs, scope_headers
+from bizcloud.web.release_guard import release_decisions
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -118,12 +122,25 @@ async def service_page(request: Request, name: str) -> Response:
     history = await asyncio.to_thread(releases.history, service=name, limit=20) if releases else []
     grays = [g for g in await asyncio.to_thread(releases.grays) if g.service == name] if releases else []
     can_release = user.role in (Role.OPS, Role.ADMIN) or user.name in owners_of(service.owner)
+    envs = await asyncio.to_thread(_release_envs, request, name, history)
+    controls = release_decisions(user=user, service=name, envs=envs, owners=owners_of(service.owner),
+                                 production_envs=production_envs(request))
     return _page(request, "service.html", user, service=service, routes=routes, history=history, grays=grays,
-                 can_release=can_release,
+                 can_release=can_release, controls=controls,
+                 has_cluster=getattr(request.app.state, "release_operations", None) is not None,
                  config=await asyncio.to_thread(_current_config, _configs(request), name),
                  picture=await _picture(_configs(request), name),
                  grants=await asyncio.to_thread(authz.grants, service=name),
                  journal=await asyncio.to_thread(authz.journal, service=name, limit=20))
+
+
+def _release_envs(request: Request, name: str, history: list[HistoryEntry]) -> set[str]:
+    """Where ``name`` can be deployed or scaled: the environments its config has parameters for,
+    the catalog's environments, and wherever it was released before."""
+    catalog: CatalogStore = request.app.state.catalog_store
+    config = _configs(request).latest().services.get(name)
+    return ({e.name for e in catalog.list_environments()} | {h.env for h in history}
+            | set(config.resources if config else ()))
 
 
 @router.get("/configs")

@@ -4,16 +4,20 @@
 environment (``/api/v1/release/{service}/{env}/…``, gray routes included) is a deploy — or a
 scale — of that service there: its owners may, outside production, and ops anywhere, through the
 same ``decide`` as every other check. Whole environments (``env create|delete``) are the
-platform's: ops.
+platform's: ops. ``release_decisions`` asks the same question ahead of time, so the console shows
+a deploy or scale button only where the API would let it through, and says why not elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from fastapi import Request
 
-from bizcloud.accounts.roles import Action
+from bizcloud.accounts.roles import Action, Decision, decide
+from bizcloud.accounts.store import UserOut
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.web.auth import MUTATING, AccountsDep, check, require_user, service_owners
 
@@ -31,3 +35,21 @@ async def guard_release(request: Request, accounts: AccountsDep) -> None:
     owners = await asyncio.to_thread(service_owners, catalog, str(service))
     action = Action.SCALE if request.url.path.endswith("/scale") else Action.DEPLOY
     check(request, user, action, service=str(service), env=str(env), owners=owners)
+
+
+@dataclass(frozen=True)
+class EnvironmentDecisions:
+    env: str
+    deploy: Decision
+    scale: Decision
+
+
+def release_decisions(*, user: UserOut, service: str, envs: Iterable[str], owners: frozenset[str],
+                      production_envs: frozenset[str]) -> list[EnvironmentDecisions]:
+    """What ``guard_release`` would answer ``user`` for a deploy and a scale of ``service`` in each
+    environment, sorted by name. Purely computational."""
+    def one(env: str, action: Action) -> Decision:
+        return decide(user=user.name, role=user.role, action=action, service=service, env=env, owners=owners,
+                      production_envs=production_envs)
+    return [EnvironmentDecisions(env, one(env, Action.DEPLOY), one(env, Action.SCALE))
+            for env in sorted(set(envs))]

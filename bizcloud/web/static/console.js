@@ -153,6 +153,90 @@
     }
   }
 
+  // A service's deploy, dry-run and scale, per environment. A deploy streams its progress as
+  // NDJSON lines, shown as they come; the API decides (roles, an operation already running) and
+  // its refusal, before or during the stream, is shown beside the buttons.
+  function releaseControls(sections) {
+    const detail = (d, status) => typeof d === "string" ? d
+      : Array.isArray(d) ? d.map((p) => `${p.loc.slice(1).join(".")}: ${p.msg}`).join("; ") : `${status}`;
+    const describe = (e) => e.rollout
+      ? `${e.rollout.workload}: ${e.rollout.updated}/${e.rollout.desired} updated, ${e.rollout.ready} ready` +
+        ` (${e.rollout.state})${e.rollout.message ? ` ${e.rollout.message}` : ""}`
+      : e.step !== undefined ? String(e.step) : JSON.stringify(e);
+    for (const section of sections) {
+      const { service, env } = section.dataset;
+      const url = (op) => `/api/v1/release/${encodeURIComponent(service)}/${encodeURIComponent(env)}/${op}`;
+      const [progress, outcome, error] = [".progress", ".outcome", ".error"].map((s) => section.querySelector(s));
+      async function call(op, body, stream) {
+        const usable = [...section.querySelectorAll("button")].filter((b) => !b.disabled);
+        usable.forEach((b) => { b.disabled = true; });
+        progress.textContent = outcome.textContent = error.textContent = "";
+        progress.hidden = !stream;
+        try {
+          const r = await fetch(url(op), { method: "POST", body: JSON.stringify(body), headers: {
+            "Content-Type": "application/json", Accept: stream ? "application/x-ndjson" : "application/json" } });
+          if (!r.ok) { error.textContent = detail((await r.json().catch(() => ({}))).detail, r.status); return null; }
+          if (!stream) return await r.json();
+          const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+          let rest = "", result = null;
+          for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+            const lines = (rest + chunk.value).split("\n");
+            rest = lines.pop();
+            for (const e of lines.filter((l) => l.trim()).map((l) => JSON.parse(l))) {
+              if (e.result) result = e.result;
+              else if (e.error) error.textContent = `${e.error} (${e.status})`;
+              else progress.textContent += describe(e) + "\n";
+            }
+          }
+          if (!result && !error.textContent) error.textContent = "the progress stream ended without a result";
+          return result;
+        } catch (e) {
+          error.textContent = `${e}`;
+          return null;
+        } finally {
+          usable.forEach((b) => { b.disabled = false; });
+        }
+      }
+      async function refreshHistory() {
+        const html = await (await fetch(location.href)).text();
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("history");
+        document.getElementById("history").replaceChildren(...fresh.childNodes);
+      }
+      const deployForm = section.querySelector("form.deploy"), scaleForm = section.querySelector("form.scale");
+      const image = () => deployForm.image.value.trim() || null;
+      deployForm.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const done = await call("deploy", { image: image() }, true);
+        if (!done) return;
+        const rollouts = Object.entries(done.rollouts).map(([name, s]) => `${name} ${s.state}`).join(", ");
+        outcome.textContent = `deployed ${done.image} (release ${done.release}) to ${done.namespace}: ` +
+          `${done.changed ? "changed" : "nothing changed"}${rollouts ? `; ${rollouts}` : ""}`;
+        await refreshHistory();
+      });
+      deployForm.querySelector("button[name=dry-run]").addEventListener("click", async () => {
+        const done = await call("deploy", { image: image(), dry_run: true, diff: true }, false);
+        if (!done) return;
+        const changed = done.diffs.filter((d) => d.action !== "unchanged");
+        progress.hidden = false;
+        progress.textContent = changed.map((d) => `# ${d.object} (${d.action})\n${d.diff}`).join("\n");
+        outcome.textContent = `dry run of ${done.image}: ${changed.length} of ${done.diffs.length} objects would change`;
+      });
+      scaleForm.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const f = scaleForm, body = { rolling: f.rolling.checked };
+        if (f.replicas.value !== "") body.replicas = Number(f.replicas.value);
+        for (const k of ["cpu", "memory"]) if (f[k].value.trim()) body[k] = f[k].value.trim();
+        const done = await call("scale", body, false);
+        if (!done) return;
+        const moves = done.replicas ? [`replicas ${done.replicas[0]} → ${done.replicas[1]}`] : [];
+        for (const [k, [a, b]] of Object.entries(done.resources)) moves.push(`${k} ${a} → ${b}`);
+        const how = { "in-place": "in place", rolling: "rolling", none: "no pod restarted" }[done.method];
+        outcome.textContent = `scaled ${done.service} in ${done.env}: ${moves.join(", ") || "nothing"} (${how})`;
+        await refreshHistory();
+      });
+    }
+  }
+
   // The users page (admins): add a user, change a role, issue a token, delete. The API decides;
   // its refusal (say, demoting the last admin) is shown as it comes. Secrets are shown once, on
   // this page only: the table is refreshed in place instead of reloading the page.
@@ -217,5 +301,5 @@
     };
   });
 
-  window.BizCloud = { liveInstances, shell, replay, users, grayControls };
+  window.BizCloud = { liveInstances, shell, replay, users, grayControls, releaseControls };
 })();
