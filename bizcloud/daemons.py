@@ -36,6 +36,7 @@ from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.catalog.subscriber import CatalogSubscriber
+from bizcloud.catalog.wakeup import WakeupSender, parse_targets
 from bizcloud.cluster import lifecycle
 from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore
@@ -122,7 +123,9 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     """Run one monitor until ``stop``; returns it (tests inspect it)."""
     engine = make_engine(settings.resolved_database_url())
     await asyncio.to_thread(migrate_engine, engine)
-    catalog = CatalogSubscriber(CatalogStore(engine))
+    wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
+                                         default=(settings.server_host, settings.server_port)))
+    catalog = CatalogSubscriber(CatalogStore(engine), on_commit=wakeups.notify)
     zookeeper_hosts = zookeeper.resolve_hosts(settings)
     soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live()) if zookeeper_hosts else None  # noqa: PLW0108 - monitor is made below
     identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -163,6 +166,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         await dispatcher.stop()
     if soa is not None:
         soa.close()
+    wakeups.close()
     engine.dispose()
     log.info("monitor stopped identity=%s", identity)
     return monitor
@@ -214,7 +218,8 @@ def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_
 def server_main(settings: Settings) -> None:
     """`bizcloud server`: the REST API (OpenAPI at /openapi.json, metrics at /metrics)."""
     configure_logging()
-    app = create_app(database_url=settings.resolved_database_url(), settings=settings)
+    app = create_app(database_url=settings.resolved_database_url(), poll_interval=settings.catalog_poll_s,
+                     wakeup=(settings.server_host, settings.server_port), settings=settings)
     # Long-polls of the change stream may be waiting: let them go after 2 s instead of 60.
     # WebSocket pings every shell_keepalive_s keep idle shells alive through proxies' idle timeouts.
     uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_config=None,

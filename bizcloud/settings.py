@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 8700
+    # The change stream's wake-up: after each commit the monitor sends a UDP datagram to every
+    # ``host:port`` here (unset: the server's host and port — UDP beside its TCP; "off": none), and
+    # the server answers its long-polls at once. Its look at the database every ``catalog_poll_s``
+    # stays as the fallback (a lost datagram, a monitor on another host that sends none).
+    catalog_wakeup: str | None = None
+    catalog_poll_s: float = Field(default=0.05, gt=0)
 
     # Console and WebShell: the keepalive of idle shells (WebSocket pings to the browser, a no-op
     # resize on the exec stream), and the environments where developers may not deploy or shell.

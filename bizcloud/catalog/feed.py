@@ -1,9 +1,11 @@
 """Wakes long-polling readers of the change stream when the catalog's revision moves.
 
-The monitor commits changes from another process, so the API server cannot be told; it has to
-look. One poller per app reads ``latest_revision()`` every ``interval`` seconds, and only while
-at least one request is waiting, then wakes every waiter whose revision it passed. A thousand
-waiting clients cost one cheap query per interval, and an idle server costs nothing.
+The monitor commits changes from another process (often another host), so the API server has to
+look. One poller per app reads ``latest_revision()`` and wakes every waiter whose revision it
+passed; it runs only while at least one request is waiting, so a thousand waiting clients cost
+one cheap query per look, and an idle server costs nothing. It looks at once when ``poke``d —
+the monitor's wake-up datagram (``wakeup.py``) after each commit, or a write in this process —
+and otherwise every ``interval`` seconds, the fallback for a lost or never-sent wake-up.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class RevisionWatch:
         self._waiters = 0
         self._closed = False
         self._changed = asyncio.Condition()
+        self._nudged = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
 
     @property
@@ -53,6 +56,17 @@ class RevisionWatch:
         finally:
             self._waiters -= 1
 
+    def poke(self, revision: int | None = None) -> None:
+        """Look at the database now instead of at the next interval (nothing to do while no one waits).
+
+        ``revision`` is a hint from the sender: one this watch has already seen is ignored. The
+        hint is never trusted as the latest revision — only the database is — so a stray poke
+        costs one read and wakes no one early.
+        """
+        if revision is not None and revision <= self._latest:
+            return
+        self._nudged.set()
+
     async def close(self) -> None:
         """Wake every waiter (they answer with what they have) and stop polling."""
         self._closed = True
@@ -65,6 +79,7 @@ class RevisionWatch:
 
     async def _poll(self) -> None:
         while self._waiters > 0 and not self._closed:
+            self._nudged.clear()  # a poke from here on means a commit this read may not see
             try:
                 latest = await asyncio.to_thread(self._latest_revision)
             except CatalogUnavailable as e:
@@ -74,4 +89,5 @@ class RevisionWatch:
                 async with self._changed:
                     self._latest = latest
                     self._changed.notify_all()
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._interval)

@@ -33,6 +33,7 @@ from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.errors import CatalogUnavailable
 from bizcloud.catalog.feed import RevisionWatch
 from bizcloud.catalog.store import CatalogStore
+from bizcloud.catalog.wakeup import Address, listen
 from bizcloud.cluster import lifecycle
 from bizcloud.configcenter.api import router as configs_router
 from bizcloud.configcenter.store import ConfigStore
@@ -59,9 +60,12 @@ REQUEST_SECONDS = Histogram("bizcloud_http_request_duration_seconds", "HTTP requ
                             ["method", "route", "status"])
 
 
-def create_app(*, database_url: str, poll_interval: float = 0.05,
+def create_app(*, database_url: str, poll_interval: float = 0.05, wakeup: Address | None = None,
                settings: Settings | None = None) -> FastAPI:
     """The BizCloud API on the catalog database at ``database_url`` (migrated at startup).
+
+    ``wakeup``: the UDP address where the monitor's wake-up datagrams arrive after each commit
+    (``catalog/wakeup.py``); without one the change stream finds commits every ``poll_interval`` s.
 
     ``settings`` says where shell recordings go, which cluster and Docker Engine shells reach, the
     keepalive interval and the production environments (defaults: the embedded ones).
@@ -75,6 +79,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             await asyncio.to_thread(migrate_engine, engine)
             store = CatalogStore(engine)
             watch = RevisionWatch(store.latest_revision, interval=poll_interval)
+            wakeups = await listen(wakeup, watch.poke) if wakeup is not None else None
             app.state.catalog_store = store
             app.state.revision_watch = watch
             app.state.account_store = AccountStore(engine)
@@ -98,6 +103,8 @@ def create_app(*, database_url: str, poll_interval: float = 0.05,
             try:
                 yield
             finally:
+                if wakeups is not None:
+                    wakeups.close()
                 await watch.close()
                 if kube is not None:
                     gray_runner.cancel()

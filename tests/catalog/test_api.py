@@ -8,11 +8,13 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from bizcloud.accounts.roles import Role
 from bizcloud.accounts.store import AccountStore
@@ -29,10 +31,10 @@ class Server:
     db_url: str
 
 
-@pytest.fixture
-def server(db_url: str) -> Iterator[Server]:
-    config = uvicorn.Config(create_app(database_url=db_url), host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` on a real uvicorn server on a free port (its base URL), stopped on exit."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
     thread.start()
@@ -41,10 +43,16 @@ def server(db_url: str) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     port = srv.servers[0].sockets[0].getsockname()[1]
-    yield Server(base_url=f"http://127.0.0.1:{port}", db_url=db_url)
+    yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[Server]:
+    with serving(create_app(database_url=db_url)) as base_url:
+        yield Server(base_url=base_url, db_url=db_url)
 
 
 @pytest.fixture
