@@ -70,8 +70,10 @@ def create_users(db_url: str, users: dict[str, Role]) -> dict[str, str]:
 
 @contextmanager
 def own_stack(cluster: Settings, tmp: Path, *, db_url: str, server_port: int, metrics_port: int, lease: str,
-              extra_env: dict[str, str] | None = None) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """`bizcloud server` and `bizcloud monitor` on the module's database and ports, stopped on exit."""
+              extra_env: dict[str, str] | None = None,
+              monitor: bool = True) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """`bizcloud server` and `bizcloud monitor` (unless ``monitor=False``: pages and shells need no
+    instances) on the module's database and ports, stopped on exit."""
     env = {**os.environ, "BIZCLOUD_DATABASE_URL": db_url, "BIZCLOUD_STATE_DIR": str(tmp / "state"),
            "BIZCLOUD_KUBECONFIG": str(lifecycle.kubeconfig_path(cluster)),
            "BIZCLOUD_SERVER_PORT": str(server_port), "BIZCLOUD_MONITOR_METRICS_PORT": str(metrics_port),
@@ -81,7 +83,7 @@ def own_stack(cluster: Settings, tmp: Path, *, db_url: str, server_port: int, me
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, probe in (("server", f"http://127.0.0.1:{server_port}/healthz"),
-                            ("monitor", f"http://127.0.0.1:{metrics_port}/metrics")):
+                            ("monitor", f"http://127.0.0.1:{metrics_port}/metrics"))[:2 if monitor else 1]:
             log = tmp / f"{name}.log"
             proc = subprocess.Popen([sys.executable, "-m", "bizcloud", name], env=env, stdout=log.open("wb"),
                                     stderr=subprocess.STDOUT)

@@ -206,11 +206,12 @@
       const image = () => deployForm.image.value.trim() || null;
       deployForm.addEventListener("submit", async (ev) => {
         ev.preventDefault();
-        const done = await call("deploy", { image: image() }, true);
+        const done = await call("deploy", { image: image(), diff: true }, true);
         if (!done) return;
         const rollouts = Object.entries(done.rollouts).map(([name, s]) => `${name} ${s.state}`).join(", ");
+        const changed = done.diffs.filter((d) => d.action !== "unchanged").length;
         outcome.textContent = `deployed ${done.image} (release ${done.release}) to ${done.namespace}: ` +
-          `${done.changed ? "changed" : "nothing changed"}${rollouts ? `; ${rollouts}` : ""}`;
+          `${changed} of ${done.diffs.length} objects changed${rollouts ? `; ${rollouts}` : ""}`;
         await refreshHistory();
       });
       deployForm.querySelector("button[name=dry-run]").addEventListener("click", async () => {
