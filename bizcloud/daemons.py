@@ -43,6 +43,7 @@ from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
+from bizcloud.kube.conditions import PodCondition, set_pod_condition
 from bizcloud.kube.errors import Conflict, NotFound
 from bizcloud.kube.informer import Reflector
 from bizcloud.kube.lease import LeaderElector
@@ -113,8 +114,14 @@ def _authz_worker(settings: Settings, engine: Engine, client: KubeClient, soa: S
                                        Kind.TCP: IptablesExecutor(inventory)}
     if soa is not None:
         executors[Kind.SOA] = SoaWhitelistExecutor(soa.client)
+
+    async def write_gate(instance: Instance, condition: PodCondition) -> None:
+        await set_pod_condition(client, namespace=instance.namespace, pod=instance.pod, uid=instance.uid,
+                                condition=condition)
+
     worker = AuthzWorker(configs=ConfigStore(engine), store=AuthzStore(engine), executors=executors,
-                         live=live, credentials=credentials, retry_max=settings.authz_retry_max_s)
+                         live=live, credentials=credentials, retry_max=settings.authz_retry_max_s,
+                         write_gate=write_gate)
     return worker
 
 
@@ -132,9 +139,9 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     config = kube_config.load(lifecycle.kubeconfig_path(settings))
     lease = settings.monitor_lease_duration_s
     async with KubeClient.from_config(config) as client:
-        authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.live())  # noqa: PLW0108
+        authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.addressed())  # noqa: PLW0108
         dispatcher = Dispatcher([catalog, *([soa] if soa else []), authz], journal=catalog)
-        monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s)
+        monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s, on_addresses=authz.kick)
         await ensure_namespace(client, settings.monitor_lease_namespace)
         reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s)
         if metrics_port is not None:

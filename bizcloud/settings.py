@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     mariadb_master_port: int = 3316
     mariadb_replica_port: int = 3317
     authz_retry_max_s: float = Field(default=5.0, gt=0)
+    # Deployed pods carry the readiness gate ``bizcloud.io/authorized``: Ready only once the monitor
+    # has put their grants in place. Turn off for a cluster whose pods no BizCloud monitor watches.
+    release_authorized_gate: bool = True
 
     # Local images: the sample application and the images the cluster needs are built here.
     docker_host: str = "unix:///var/run/docker.sock"

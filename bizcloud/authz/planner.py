@@ -1,13 +1,16 @@
 """Desired grants from the dependency graph and the live instances, and the actions between two states.
 
 Pure: no I/O, no clock. ``desired`` is called after every instance event and every config change
-with the whole picture (configs, inventory, serving instances), and returns every target with the
-grants it must hold and the scope BizCloud owns there. A target with no desired grant is still
-planned (with its scope), so the accounts, rules and whitelist entries of pods that died are
-removed: "converge to desired", never "apply what the event said".
+with the whole picture (configs, inventory, the instances holding an address), and returns every
+target with the grants it must hold and the scope BizCloud owns there. A target with no desired
+grant is still planned (with its scope), so the accounts, rules and whitelist entries of pods that
+died are removed: "converge to desired", never "apply what the event said".
 
 Rules:
-- Only a serving instance (Ready, has an IP, not terminating) is granted anything.
+- An instance is granted from the moment it has an IP until it is being deleted, Ready or not:
+  applications connect to their dependencies while they start, before a readiness probe passes
+  (and a probe may check exactly that). Traffic still waits for Ready, and a pod with the
+  ``bizcloud.io/authorized`` readiness gate is not Ready before its grants are in place.
 - A resource that lists ``environments`` grants only to instances of those environments; any
   other is refused (and the refusal is reported), so a test pod never gets a production account.
 - MySQL: one account per pod IP on each server of the declared roles (the master, each slave).
@@ -102,7 +105,7 @@ def _allowed(environments: frozenset[str], env: str) -> bool:
 def desired(configs: Mapping[str, VersionedConfig], inventory: Inventory, instances: Iterable[Instance], *,
             owned_mysql_users: Mapping[str, frozenset[str]] | None = None,
             owned_interfaces: Iterable[str] = ()) -> Desired:
-    """The grants every serving instance must hold, grouped into one plan per target.
+    """The grants every addressed instance must hold, grouped into one plan per target.
 
     ``owned_mysql_users`` (cluster → users) and ``owned_interfaces`` add what older config versions
     declared, so a user or interface dropped from a config is still cleaned up instead of orphaned.
@@ -121,7 +124,7 @@ def desired(configs: Mapping[str, VersionedConfig], inventory: Inventory, instan
 
     for instance in instances:
         versioned = configs.get(instance.service)
-        if versioned is None or not instance.serving or not instance.ip:
+        if versioned is None or not instance.addressed or not instance.ip:
             continue
         for item in _instance_grants(instance, versioned.config, inventory):
             if isinstance(item, Refusal):
@@ -155,7 +158,7 @@ def desired(configs: Mapping[str, VersionedConfig], inventory: Inventory, instan
 
 def _instance_grants(instance: Instance, config: ServiceConfig,
                      inventory: Inventory) -> Iterator[tuple[Grant, str] | Refusal]:
-    """What one serving instance is granted (with the dependency that asks for it) or refused."""
+    """What one addressed instance is granted (with the dependency that asks for it) or refused."""
     ip, env = instance.ip or "", instance.env
     refuse = functools.partial(_refusal, instance)
     deps = config.dependencies

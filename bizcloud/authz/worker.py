@@ -8,6 +8,10 @@ marked pending in the journal and it is retried on its own with capped exponenti
 it converges. Config changes (polled by revision) and a periodic resync converge every target, so
 a worker killed half-way through a batch, or restarted after pods died, removes every orphan at
 its next start: executors read the actual state back and apply only the difference.
+
+Grants follow a pod's address, not its readiness: the monitor ``kick``s the worker when a pod gets
+or loses an IP. After each converge the worker opens the ``bizcloud.io/authorized`` readiness gate
+of every gated pod whose grants are all in place (``gate.py``), so it becomes Ready only then.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import Counter, Histogram
 
 from bizcloud.authz.credentials import KubeCredentials
 from bizcloud.authz.executor import Executor
+from bizcloud.authz.gate import gate_condition, needs_by_pod
 from bizcloud.authz.grants import Kind, TargetPlan
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.planner import Desired, Refusal, VersionedConfig, desired
 from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore, Snapshot
 from bizcloud.errors import BizCloudError
-from bizcloud.monitor.model import Instance, InstanceEvent
+from bizcloud.kube.conditions import PodCondition
+from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
 
 log = logging.getLogger("bizcloud.authz")
 
@@ -41,7 +47,11 @@ EVENT_TO_GRANT = Histogram("bizcloud_authz_event_seconds",
                            "From the monitor seeing a pod change to its targets converged",
                            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5))
 
+GATES_OPENED = Counter("bizcloud_authz_gates_total", "Readiness gate conditions written", ["status"])
+
 Key = tuple[Kind, str]
+RECONCILE_BACKOFF_MAX_S = 30.0  # a database that stays away (or a schema from another version)
+GateWriter = Callable[[Instance, PodCondition], Awaitable[object]]
 
 
 def _describe(events: Sequence[InstanceEvent]) -> str:
@@ -57,7 +67,7 @@ class AuthzWorker:
 
     def __init__(self, *, configs: ConfigStore, store: AuthzStore, executors: Mapping[Kind, Executor],
                  live: Callable[[], Iterable[Instance]], credentials: KubeCredentials | None = None,
-                 retry_max: float = 5.0) -> None:
+                 retry_max: float = 5.0, write_gate: GateWriter | None = None) -> None:
         self._configs = configs
         self._store = store
         self._executors = dict(executors)
@@ -72,8 +82,32 @@ class AuthzWorker:
         self._retrying: dict[Key, asyncio.Task[None]] = {}
         self._refused: set[Refusal] = set()
         self._last: Desired | None = None
+        self._write_gate = write_gate
+        self._written: dict[PodUid, PodCondition] = {}
+        self._kick_task: asyncio.Task[None] | None = None
+        self._kick_trigger = ""
+        self._kick_again = False
 
     # --- the subscriber ------------------------------------------------------------------------
+
+    def kick(self, trigger: str) -> None:
+        """Converge soon: a pod got or lost an address. Kicks that arrive while a converge runs fold
+        into one more converge after it, so a burst of new pods costs two plans, not one per pod."""
+        self._kick_trigger = trigger
+        if self._kick_task is not None and not self._kick_task.done():
+            self._kick_again = True
+            return
+        self._kick_task = asyncio.get_running_loop().create_task(self._follow_kicks())
+
+    async def _follow_kicks(self) -> None:
+        while True:
+            self._kick_again = False
+            try:
+                await self.converge(trigger=self._kick_trigger)
+            except Exception:  # the database may be away: the reconcile loop tries again
+                log.exception("authz converge after a kick failed")
+            if not self._kick_again:
+                return
 
     async def handle_batch(self, events: Sequence[InstanceEvent]) -> None:
         await self.converge(trigger=_describe(events))
@@ -110,7 +144,33 @@ class AuthzWorker:
         keys = [key for key, target in plan.plans.items()
                 if everything or self._done.get(key) != target or key in self._failures]
         await asyncio.gather(*(self._converge_target(plan.plans[key], plan, trigger) for key in keys))
+        await self._open_gates(plan)
         return plan
+
+    async def _open_gates(self, plan: Desired) -> None:
+        """Write the gate condition of every gated pod whose state is decided and not yet written."""
+        if self._write_gate is None:
+            return
+        gated = [i for i in self._live() if i.authorized is False]
+        self._written = {i.uid: c for i in gated if (c := self._written.get(i.uid)) is not None}
+        needs = needs_by_pod(plan)
+        kinds = set(self._executors)
+        for instance in gated:
+            condition = gate_condition(instance, plan, needs.get(instance.uid, {}), done=self._done,
+                                       failing=self._failures, kinds=kinds)
+            if condition is None or self._written.get(instance.uid) == condition:
+                continue
+            if instance.authorized:
+                continue  # an open gate stays open: a serving pod is never taken out by a hiccup
+            try:
+                await self._write_gate(instance, condition)
+            except Exception as e:  # the API server may be away: the next converge writes it
+                log.warning("gate write failed pod=%s/%s error=%r", instance.namespace, instance.pod, e)
+                continue
+            self._written[instance.uid] = condition
+            GATES_OPENED.labels(str(condition.status).lower()).inc()
+            log.info("gate %s pod=%s/%s reason=%s message=%r", "opened" if condition.status else "held",
+                     instance.namespace, instance.pod, condition.reason, condition.message)
 
     async def _converge_target(self, target: TargetPlan, plan: Desired, trigger: str) -> bool:
         key = (target.kind, target.target)
@@ -178,6 +238,7 @@ class AuthzWorker:
             return
         failures = self._failures.get(key, 0)
         await self._converge_target(target, plan, trigger=f"retry after {failures} failures")
+        await self._open_gates(plan)
 
     # --- beside the monitor --------------------------------------------------------------------
 
@@ -200,6 +261,7 @@ class AuthzWorker:
         """Converge every target at start and every ``interval``; follow config changes within ``poll``."""
         last_full = 0.0
         seen_revision = -1
+        failures, last_error = 0, ""
         while not stop.is_set():
             if when():
                 try:
@@ -210,10 +272,18 @@ class AuthzWorker:
                         await self.converge(trigger=trigger, everything=True)
                         await self.ensure_secrets()
                         seen_revision, last_full = revision, time.monotonic() if full else last_full
-                except Exception:  # the database may be away; the next round tries again
-                    log.exception("authz reconcile failed")
+                    failures, last_error = 0, ""
+                except Exception as e:  # the database may be away; the next round tries again
+                    failures += 1
+                    error = f"{type(e).__name__}: {e}"
+                    if error != last_error:  # the trace once per distinct error, then one line
+                        log.exception("authz reconcile failed; retrying with backoff")
+                    else:
+                        log.warning("authz reconcile still failing attempts=%d error=%.300s", failures, error)
+                    last_error = error
+            pause = min(RECONCILE_BACKOFF_MAX_S, poll * 2 ** failures) if failures else poll
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+                await asyncio.wait_for(stop.wait(), timeout=pause)
         for task in list(self._retrying.values()):
             task.cancel()
 

@@ -9,7 +9,10 @@ Rules (DESIGN.md conventions):
   (``normal`` when missing), release ``bizcloud.io/release``;
 - its ports are its containers' *named* ports; it needs one named ``http`` or ``soa``;
 - it is UP only while Ready, with an IP, and without a deletionTimestamp: a pod being deleted is
-  DOWN at once, before its containers have finished handling SIGTERM, so traffic leaves it first.
+  DOWN at once, before its containers have finished handling SIGTERM, so traffic leaves it first;
+- a pod whose spec lists the readiness gate ``bizcloud.io/authorized`` cannot be Ready before
+  BizCloud sets that condition, which it does once the pod's grants are in place: a new pod takes
+  no traffic it could not serve for want of a database account or a whitelist entry.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ ENV_LABEL = "bizcloud.io/env"
 GROUP_LABEL = "bizcloud.io/group"
 RELEASE_LABEL = "bizcloud.io/release"
 SOA_INTERFACES_ANNOTATION = "bizcloud.io/soa-interfaces"
+AUTHORIZED_GATE = "bizcloud.io/authorized"
 TRAFFIC_PORTS = ("http", "soa")
 ENV_NAMESPACE_PREFIX = "bc-"
 
@@ -65,9 +69,16 @@ def _ports(pod: Mapping[str, Any]) -> dict[str, int] | None:
     return ports
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
+def _condition(pod: Mapping[str, Any], kind: str) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def _authorized(pod: Mapping[str, Any]) -> bool | None:
+    gates = pod.get("spec", {}).get("readinessGates") or []
+    if not any(g.get("conditionType") == AUTHORIZED_GATE for g in gates):
+        return None
+    return _condition(pod, AUTHORIZED_GATE)
 
 
 def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
@@ -101,10 +112,11 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
     status = pod.get("status", {})
     return Instance(
         service=service, env=env, group=group, namespace=namespace, pod=name, uid=uid,
-        ip=status.get("podIP") or None, ports=ports, ready=_ready(pod),
+        ip=status.get("podIP") or None, ports=ports, ready=_condition(pod, "Ready"),
         node=pod.get("spec", {}).get("nodeName"), release=labels.get(RELEASE_LABEL),
         terminating=bool(meta.get("deletionTimestamp")),
         soa_interfaces=(meta.get("annotations") or {}).get(SOA_INTERFACES_ANNOTATION),
+        authorized=_authorized(pod),
     )
 
 
@@ -129,6 +141,18 @@ def diff(old: Instance | None, new: Instance | None) -> EventType | None:
             not same_for_subscribers(old, new) or old.soa_interfaces != new.soa_interfaces):
         return EventType.CHANGED
     return None
+
+
+def address_moved(old: Instance | None, new: Instance | None) -> bool:
+    """Whether authorization must look again: the pod got or lost an address, moved to another
+    service or environment (what it is granted depends on both), or its gate moved.
+
+    >>> address_moved(None, None)
+    False
+    """
+    def key(i: Instance | None) -> tuple[str | None, str, str, bool | None] | None:
+        return (i.ip, i.service, i.env, i.authorized) if i is not None and i.addressed else None
+    return key(old) != key(new)
 
 
 def events_for(old: Instance | None, new: Instance | None, *, resource_version: str = "",

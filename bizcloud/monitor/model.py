@@ -45,11 +45,21 @@ class Instance:
     # The pod's ``bizcloud.io/soa-interfaces`` annotation as written (validated by the SOA
     # registry, which owns its meaning); None when absent. Not stored by the catalog.
     soa_interfaces: str | None = None
+    # The pod's ``bizcloud.io/authorized`` readiness gate: None when the pod has none, else whether
+    # BizCloud has set that condition True (its grants are in place, so it may become Ready).
+    authorized: bool | None = None
 
     @property
     def serving(self) -> bool:
         """Only a Ready pod with an IP that is not being deleted takes traffic."""
         return self.ready and bool(self.ip) and not self.terminating
+
+    @property
+    def addressed(self) -> bool:
+        """A pod with an IP that is not being deleted may open connections, so it holds its grants
+        from then on, not from Ready: an application connects to its database while it starts, and
+        a readiness probe may check exactly that."""
+        return bool(self.ip) and not self.terminating
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from typing import Any
 
 from bizcloud.monitor import metrics
 from bizcloud.monitor.dispatcher import Dispatcher
-from bizcloud.monitor.instances import Skipped, events_for, instance_from_pod, same_for_subscribers
+from bizcloud.monitor.instances import (
+    Skipped,
+    address_moved,
+    events_for,
+    instance_from_pod,
+    same_for_subscribers,
+)
 from bizcloud.monitor.model import EventType, Instance, InstanceEvent, PodUid
 from bizcloud.monitor.protocols import CatalogView
 
@@ -45,8 +51,10 @@ class Monitor:
     """Implements the informer's handler protocol (`on_sync`, `on_event`)."""
 
     def __init__(self, dispatcher: Dispatcher, catalog: CatalogView | None, *, grace: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_addresses: Callable[[str], None] | None = None) -> None:
         self._dispatcher = dispatcher
+        self._on_addresses = on_addresses
         self._catalog = catalog
         self._grace = grace
         self._clock = clock
@@ -70,12 +78,22 @@ class Monitor:
     def live(self) -> Iterable[Instance]:
         return [i for i in self._table.values() if i.serving]
 
+    def addressed(self) -> Iterable[Instance]:
+        """Every pod that holds an address (Ready or not): what authorization grants to."""
+        return [i for i in self._table.values() if i.addressed]
+
     def _instance(self, pod: dict[str, Any]) -> Instance | None:
         result = instance_from_pod(pod)
         if isinstance(result, Skipped):
             metrics.SKIPPED.labels(result.reason.value).inc()
             return None
         return result
+
+    def _addresses_changed(self, trigger: str) -> None:
+        """Tell authorization (while leading) that a pod got or lost an address, or its gate moved:
+        those are not serving events, and a gated pod only becomes Ready after its grants."""
+        if self._leading and self._on_addresses is not None:
+            self._on_addresses(trigger)
 
     def _emit(self, events: Iterable[InstanceEvent]) -> None:
         if not self._leading:
@@ -95,9 +113,11 @@ class Monitor:
             if instance is not None:
                 fresh[instance.uid] = instance
         events: list[InstanceEvent] = []
+        moved = 0
         for uid in self._table.keys() | fresh.keys():
-            events += events_for(self._table.get(uid), fresh.get(uid), resource_version=resource_version,
-                                 observed_at=now)
+            old, new = self._table.get(uid), fresh.get(uid)
+            events += events_for(old, new, resource_version=resource_version, observed_at=now)
+            moved += address_moved(old, new)
             if uid not in fresh:
                 self._tombstones[uid] = now
         self._table = fresh
@@ -105,6 +125,8 @@ class Monitor:
         log.info("relisted pods=%d instances=%d events=%d rv=%s", len(objects), len(fresh), len(events),
                  resource_version)
         self._emit(events)
+        if moved:
+            self._addresses_changed(f"relist: {moved} pods got or lost an address")
         await self.reconcile()
 
     async def on_event(self, kind: str, obj: dict[str, Any]) -> None:
@@ -120,6 +142,8 @@ class Monitor:
         else:
             self._table[uid] = new
         self._emit(events_for(old, new, resource_version=meta.get("resourceVersion", ""), observed_at=now))
+        if address_moved(old, new):
+            self._addresses_changed(f"{kind} {meta.get('namespace')}/{meta.get('name')} ({uid})")
 
     # --- reconciliation ------------------------------------------------------------------------
 
@@ -183,6 +207,7 @@ class Monitor:
         log.info("leading instances=%d synced=%s", len(self._table), self._synced)
         now = self._clock()
         self._emit(InstanceEvent(type=EventType.UP, instance=i, observed_at=now) for i in self.live())
+        self._addresses_changed("leading")
         await self.reconcile()
 
     async def stop_leading(self) -> None:

@@ -59,7 +59,7 @@ def chart_values(params: ReleaseParams) -> dict[str, Any]:
     values: dict[str, Any] = params.model_dump(
         mode="json", exclude_none=True, include={
             "service", "env", "namespace", "ports", "command", "args", "env_vars", "cpu", "memory",
-            "probe", "files", "files_checksum", "annotations", "workloads"})
+            "probe", "files", "files_checksum", "annotations", "workloads", "readiness_gates"})
     values["labels"] = params.labels
     patches = []
     for patch in params.customize.patches:

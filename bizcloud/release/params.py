@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bizcloud.authz.credentials import service_secret_name
 from bizcloud.configcenter.schema import ConfigFile, Customize, Probe, Resources, ServiceConfig
 from bizcloud.errors import BizCloudError
+from bizcloud.monitor.instances import AUTHORIZED_GATE
 from bizcloud.settings import Settings
 
 GroupName = Literal["normal", "gray"]
@@ -74,15 +75,18 @@ class Workload(Frozen):
 
 
 class Platform(Frozen):
-    """What the platform, not the service, decides: where the SOA registry is."""
+    """What the platform, not the service, decides: where the SOA registry is, and whether pods
+    wait for their grants before they may become Ready."""
 
     zookeeper: str = "$(HOST_IP):2181"
+    authorized_gate: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Platform:
         """The configured registry, else the one on the pod's own node (``$(HOST_IP)`` is expanded
         by the kubelet from ``status.hostIP``, where the local ZooKeeper listens)."""
-        return cls(zookeeper=settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}")
+        return cls(zookeeper=settings.zookeeper_hosts or f"$(HOST_IP):{settings.zookeeper_port}",
+                   authorized_gate=settings.release_authorized_gate)
 
 
 DEFAULT_PLATFORM = Platform()
@@ -105,6 +109,9 @@ class ReleaseParams(Frozen):
     annotations: dict[str, str]
     workloads: tuple[Workload, ...]
     customize: Customize
+    # Pod readiness gates: ``bizcloud.io/authorized`` unless the platform turns it off (a cluster
+    # whose monitor does not run authorization would never see these pods Ready).
+    readiness_gates: tuple[str, ...] = ()
 
     @property
     def labels(self) -> dict[str, str]:
@@ -207,4 +214,5 @@ def params_for(config: ServiceConfig, env: str, *, image: str, gray_image: str |
                      image=gray_at, release=release_of(gray_at)),
         ),
         customize=config.customize,
+        readiness_gates=(AUTHORIZED_GATE,) if platform.authorized_gate else (),
     )

@@ -95,9 +95,20 @@ CASES: list[tuple[str, dict[str, VersionedConfig], list[Instance], set[Grant]]] 
         {mysql("10.88.0.5", "orders/10.1.0.1:3306")},
     ),
     (
-        "not ready: nothing",
+        "not Ready yet: granted already (it connects while starting; its gate waits for this)",
         {"api": config("api", mysql=[ORDERS_RW])},
         [pod("api", "10.88.0.5", ready=False)],
+        {
+            mysql("10.88.0.5", "orders/10.1.0.1:3306"),
+            mysql("10.88.0.5", "orders/10.1.0.2:3306"),
+            mysql("10.88.0.5", "orders/10.1.0.3:3307"),
+        },
+    ),
+    (
+        "no IP yet: nothing",
+        {"api": config("api", mysql=[ORDERS_RW])},
+        [Instance(service="api", env="dev", group=Group.NORMAL, namespace="bc-dev", pod="api-0",
+                  uid=PodUid("uid-api-0"), ip=None)],
         set(),
     ),
     (

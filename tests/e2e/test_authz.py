@@ -36,7 +36,10 @@ from bizcloud.configcenter.schema import SecretRef
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
+from bizcloud.kube.conditions import PodCondition, set_pod_condition
+from bizcloud.kube.errors import KubeApiError
 from bizcloud.kube.kubectl import Kubectl
+from bizcloud.monitor.instances import AUTHORIZED_GATE
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 from bizcloud.soa.whitelist import get_whitelist
@@ -258,3 +261,96 @@ def test_a_killed_worker_converges_with_no_orphan_grant(stack: Stack, kubectl: K
     stack.start_monitor()
     wait_for(lambda: stack.accounts() == survivors == stack.accounts(replica=True), timeout=30,
              what=f"exactly {survivors} granted after the restart")
+
+
+def gated_deployment(*, name: str, service: str, env: str, namespace: str, image: str) -> str:
+    """The sample app with the ``bizcloud.io/authorized`` readiness gate, as release templates make it."""
+    doc: dict[str, Any] = json.loads(demo_deployment(name=name, namespace=namespace, image=image,
+                                                     replicas=1, service=service))
+    for labels in (doc["metadata"]["labels"], doc["spec"]["template"]["metadata"]["labels"]):
+        labels["bizcloud.io/env"] = env
+    doc["spec"]["template"]["spec"]["readinessGates"] = [{"conditionType": AUTHORIZED_GATE}]
+    return json.dumps(doc)
+
+
+def conditions(kubectl: Kubectl, namespace: str, name: str) -> tuple[str, dict[str, dict[str, str]]] | None:
+    """The one pod of Deployment ``name`` with an IP: (its IP, its conditions by type); None before."""
+    pods = kubectl.get_json("pods", "-n", namespace, "-l", f"app={name}")["items"]
+    live = [p for p in pods if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+    if len(live) != 1:
+        return None
+    return live[0]["status"]["podIP"], {c["type"]: c for c in live[0]["status"].get("conditions", [])}
+
+
+def once(kubectl: Kubectl, namespace: str, name: str,
+         kind: str) -> tuple[str, dict[str, dict[str, str]]] | None:
+    """``conditions`` once condition ``kind`` is True (None before)."""
+    seen = conditions(kubectl, namespace, name)
+    return seen if seen is not None and seen[1].get(kind, {}).get("status") == "True" else None
+
+
+def test_a_gated_pod_is_ready_once_its_grants_are_in_place(stack: Stack, kubectl: Kubectl, namespace: str,
+                                                           sample_image: str) -> None:
+    """Pods made by the release templates wait for the gate: the monitor opens it after the grants."""
+    name = f"{API}-gated"
+    kubectl.run("apply", "-f", "-", stdin=gated_deployment(name=name, service=API, env=stack.env,
+                                                             namespace=namespace, image=sample_image))
+    ip, by_type = wait_for(lambda: once(kubectl, namespace, name, "Ready"), timeout=120,
+                           what="the gated pod Ready")
+    gate = by_type[AUTHORIZED_GATE]
+    assert (gate["status"], gate["reason"]) == ("True", "GrantsInPlace"), gate
+    assert gate["message"] == "2 grants in place"  # SELECT+INSERT on the master and on the replica
+    assert ip in stack.accounts() and ip in stack.accounts(replica=True)
+    kubectl.run("delete", "deployment", name, "-n", namespace)
+
+
+def test_a_gated_pod_whose_grant_is_refused_stays_out_of_traffic_and_says_why(
+        stack: Stack, kubectl: Kubectl, namespace: str, sample_image: str) -> None:
+    """An environment the MySQL cluster does not serve: refused, so never Ready, and the condition
+    names the dependency; its containers are ready all the same (only the gate holds it)."""
+    name = f"{API}-refused"
+    kubectl.run("apply", "-f", "-", stdin=gated_deployment(name=name, service=API, env="elsewhere",
+                                                             namespace=namespace, image=sample_image))
+
+    def held() -> tuple[str, dict[str, dict[str, str]]] | None:
+        seen = conditions(kubectl, namespace, name)
+        return seen if seen is not None and AUTHORIZED_GATE in seen[1] else None
+
+    ip, by_type = wait_for(held, timeout=120, what="the gate condition written")
+    gate = by_type[AUTHORIZED_GATE]
+    assert (gate["status"], gate["reason"]) == ("False", "GrantRefused"), gate
+    assert "mysql[0]" in gate["message"] and "elsewhere" in gate["message"], gate["message"]
+    _, by_type = wait_for(lambda: once(kubectl, namespace, name, "ContainersReady"), timeout=60,
+                          what="the refused pod's containers ready")
+    assert by_type["Ready"]["status"] == "False"
+    assert ip not in stack.accounts()
+    kubectl.run("delete", "deployment", name, "-n", namespace)
+
+
+def test_a_gated_pod_of_a_service_without_config_is_let_through(stack: Stack, kubectl: Kubectl,
+                                                                namespace: str, sample_image: str) -> None:
+    name = f"authz-free-{SUFFIX}"
+    kubectl.run("apply", "-f", "-", stdin=gated_deployment(name=name, service=name, env=stack.env,
+                                                             namespace=namespace, image=sample_image))
+    _, by_type = wait_for(lambda: once(kubectl, namespace, name, "Ready"), timeout=120,
+                          what="the gated pod without grants Ready")
+    assert by_type[AUTHORIZED_GATE]["message"] == "0 grants in place"
+    kubectl.run("delete", "deployment", name, "-n", namespace)
+
+
+def test_a_gate_decision_never_lands_on_another_pod_of_the_same_name(real_cluster: Settings, kubectl: Kubectl,
+                                                                     namespace: str) -> None:
+    """The pod's uid travels in the patch: a successor under the same name refuses it."""
+    [pod, *_] = ready_pods(kubectl, namespace, f"app={API}")
+    condition = PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace", "for a pod that is gone")
+
+    async def write(uid: str) -> None:
+        config = kube_config.load(lifecycle.kubeconfig_path(real_cluster))
+        async with KubeClient.from_config(config) as client:
+            await set_pod_condition(client, namespace=namespace, pod=pod["metadata"]["name"], uid=uid,
+                                    condition=condition)
+
+    with pytest.raises(KubeApiError, match="uid"):
+        asyncio.run(write("0f0f0f0f-dead-4bad-8bad-0f0f0f0f0f0f"))
+    after = kubectl.get_json("pod", pod["metadata"]["name"], "-n", namespace)
+    assert AUTHORIZED_GATE not in {c["type"] for c in after["status"]["conditions"]}

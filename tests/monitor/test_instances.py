@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from bizcloud.monitor.instances import Skipped, SkipReason, diff, events_for, instance_from_pod
+from bizcloud.monitor.instances import (
+    AUTHORIZED_GATE,
+    Skipped,
+    SkipReason,
+    address_moved,
+    diff,
+    events_for,
+    instance_from_pod,
+)
 from bizcloud.monitor.model import EventType, Group, Instance
 
 
@@ -23,6 +31,14 @@ def pod(*, labels: dict[str, str] | None = None, namespace: str = "bc-dev", ip: 
             {"name": "app", "ports": [{"name": "http", "containerPort": 8080}] if ports is None else ports}]},
         "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
     }
+
+
+def gated(given: dict[str, Any], status: str | None) -> dict[str, Any]:
+    """``given`` with the ``bizcloud.io/authorized`` readiness gate, its condition at ``status``."""
+    given["spec"]["readinessGates"] = [{"conditionType": AUTHORIZED_GATE}]
+    if status is not None:
+        given["status"]["conditions"].append({"type": AUTHORIZED_GATE, "status": status})
+    return given
 
 
 @pytest.mark.parametrize(
@@ -69,6 +85,12 @@ def test_pods_that_are_not_instances_say_why(case: str, given: dict[str, Any], r
         ("not Ready", pod(ready=False), {"serving": False}),
         ("no IP yet", pod(ip=None), {"serving": False, "ip": None}),
         ("terminating", pod(deleting=True), {"serving": False, "terminating": True}),
+        ("not Ready yet, but addressed: it is granted", pod(ready=False), {"addressed": True}),
+        ("terminating: not addressed", pod(deleting=True), {"addressed": False}),
+        ("no authorized gate", pod(), {"authorized": None}),
+        ("gate waiting", gated(pod(ready=False), None), {"authorized": False, "addressed": True}),
+        ("gate held", gated(pod(ready=False), "False"), {"authorized": False}),
+        ("gate open", gated(pod(), "True"), {"authorized": True, "serving": True}),
     ],
 )
 def test_pods_become_instances(case: str, given: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -134,3 +156,22 @@ def test_the_soa_interfaces_annotation_is_carried_as_written() -> None:
     assert instance.soa_interfaces == "com.example.A, com.example.B"  # the SOA registry validates it
     assert instance.ports == {"soa": 20880}
     assert SERVING.soa_interfaces is None
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new", "expected"),
+    [
+        ("a new pod gets its IP before Ready", None, _inst(ready=False), True),
+        ("no IP yet", None, _inst(ready=False, ip=None), False),
+        ("becomes Ready: grants unchanged", NOT_READY, SERVING, False),
+        ("readiness lost: keeps its grants", SERVING, NOT_READY, False),
+        ("deletion starts", NOT_READY, TERMINATING, True),
+        ("gone", SERVING, None, True),
+        ("moved to another environment", SERVING, _inst(env="qa"), True),
+        ("its gate opened", _inst(authorized=False), _inst(authorized=True), True),
+        ("release changed", SERVING, _inst(release="v9"), False),
+    ],
+)
+def test_which_changes_authorization_looks_at(case: str, old: Instance | None, new: Instance | None,
+                                               expected: bool) -> None:
+    assert address_moved(old, new) is expected, case

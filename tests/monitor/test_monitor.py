@@ -144,3 +144,23 @@ async def test_bad_pods_are_skipped_and_counted_with_their_reason(parts: Any) ->
     await dispatcher.drain(timeout=2)
     assert REGISTRY.get_sample_value(name, {"reason": "bad_group"}) == before + 2
     assert set(catalog.rows) == {"a"}
+
+
+async def test_authorization_hears_of_addresses_not_readiness(parts: Any) -> None:
+    """A pod's IP arrives before Ready (so it is granted while starting); only a leader tells."""
+    _, catalog, dispatcher, clock = parts
+    kicks: list[str] = []
+    monitor = Monitor(dispatcher, catalog, grace=5.0, clock=clock, on_addresses=kicks.append)
+    await monitor.on_sync([], "1")
+    await monitor.on_event("ADDED", serving("a", ready=False))
+    assert kicks == []  # a standby: its leader's worker acts
+    await monitor.start_leading()
+    assert kicks == ["leading"]
+    await monitor.on_event("ADDED", serving("b", ip=None, ready=False))
+    await monitor.on_event("MODIFIED", serving("b", ready=False))
+    await monitor.on_event("MODIFIED", serving("b"))
+    await monitor.on_event("MODIFIED", serving("b", deleting=True))
+    assert kicks[1:] == ["MODIFIED bc-dev/web-1 (b)"] * 2  # the IP, then the deletion; not Ready
+    assert {i.uid for i in monitor.addressed()} == {"a"} and not list(monitor.live())
+    await monitor.on_sync([serving("a", ready=False), serving("c", ready=False)], "9")
+    assert kicks[-1] == "relist: 1 pods got or lost an address"

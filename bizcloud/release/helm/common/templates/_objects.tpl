@@ -68,6 +68,12 @@ metadata:
     {{ $key | toJson }}: {{ $value | toJson }}
     {{- end }}
 spec:
+  {{- with $p.readiness_gates }}
+  readinessGates:
+    {{- range . }}
+    - conditionType: {{ . | toJson }}
+    {{- end }}
+  {{- end }}
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 10
   containers:
