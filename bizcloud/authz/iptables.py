@@ -263,7 +263,9 @@ class IptablesExecutor:
         self._backends = dict(backends) if backends is not None else default_backends()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def converge(self, plan: TargetPlan) -> Converged:
+    async def converge(self, plan: TargetPlan, *, everything: bool = False) -> Converged:
+        """Always reads the host's chain back whole (one ``iptables-save``): ``everything`` changes
+        nothing here."""
         name = plan.target
         host = self._host(name)
         if plan.kind is not Kind.TCP:

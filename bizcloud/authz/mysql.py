@@ -4,21 +4,27 @@ The worker hands it a ``TargetPlan`` for one server, ``"<cluster>/<host>:<port>"
 and each slave are separate targets). ``plan.scope`` names the MySQL users BizCloud owns on that
 cluster; ``plan.desired`` holds ``MysqlAccess`` grants: the account ``user@'<pod ip>'`` with the
 service's password (read through ``MysqlCredentials``) and exactly the declared privileges on
-```database`.*``. One converge is one admin session and one pass:
+```database`.*``. One converge is one pass over the server's kept admin session
+(``bizcloud.authz.mysql_sessions``: opened once, pinged before each use, reopened when it broke):
 
-1. read back: the scoped users' accounts whose host is an IP literal, their password hashes,
-   database privileges, any privilege beyond the database level, and their live sessions;
+1. read back, in one round trip: the scoped users' accounts whose host is an IP literal, their
+   password hashes, database privileges and any privilege beyond the database level — all of
+   them on a full converge (the worker's resync, the first converge of a target, after a
+   failure, on a new admin session, and at least every ``FULL_READ_EVERY_S``), otherwise only
+   the accounts whose desired state changed since the last converge (``concerned_accounts``): a
+   pod's arrival among a thousand accounts reads one account, not a thousand;
 2. decide (pure, ``plan_changes``): create missing accounts, ``ALTER USER`` a changed password,
    revoke extra and grant missing privileges, drop accounts that are no longer desired;
-3. apply, then ``KILL`` every session of a scoped user from an IP that no longer holds an account
-   (an IP is reused by the next pod; a crash between DROP and KILL is finished next time).
+3. apply, all statements and the listing of live sessions in one round trip (multi-statement
+   batches), then ``KILL`` every session of a scoped user from an IP that no longer holds an
+   account (an IP is reused by the next pod; a crash between DROP and KILL is finished next time).
 
 **Accounts are per server.** The admin session runs ``SET SESSION sql_log_bin=0``: the master's
 account changes must not replicate, because the replica gets its own from its own converge, and a
 replicated ``CREATE USER`` would collide with it and stop replication. Accounts of users outside
 the scope, accounts whose host is not an IP literal (``'%'``, ``localhost``) and the admin's own
 account are never touched. Names pass ``bizcloud.identifiers`` and are then quoted by one helper:
-literals go as driver parameters, database names through ``quote_identifier``; privilege keywords
+literals are escaped by the driver, database names through ``quote_identifier``; privilege keywords
 come only from the validator's fixed set. Passwords are parameters of the statements only: they
 never reach a log line, an exception or a ``Converged`` value.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import ipaddress
 import logging
 import time
@@ -39,13 +46,20 @@ import pymysql
 from bizcloud import identifiers
 from bizcloud.authz.executor import ExecutorUnavailableError
 from bizcloud.authz.grants import Converged, Grant, Kind, MysqlAccess, TargetPlan
+from bizcloud.authz.mysql_sessions import (
+    CONNECT_TIMEOUT_S,
+    IO_TIMEOUT_S,
+    AdminSessions,
+    Sql,
+    StepError,
+    run_batch,
+)
 from bizcloud.configcenter.schema import Inventory, SecretRef
 from bizcloud.errors import BizCloudError
 
 log = logging.getLogger("bizcloud.authz.mysql")
 
-CONNECT_TIMEOUT_S = 5
-IO_TIMEOUT_S = 10
+FULL_READ_EVERY_S = 30.0  # an incremental converge still reads everything back this often (drift)
 ER_NO_SUCH_THREAD = 1094
 # mysql.db's privilege columns, as the privilege names GRANT and REVOKE take.
 DB_PRIVILEGE_COLUMNS = {
@@ -258,7 +272,7 @@ def plan_changes(*, target: str, actual: Mapping[Account, Actual], desired: Mapp
     return Changes(tuple(statements), tuple(added), tuple(removed))
 
 
-# --- I/O: one admin session per converge --------------------------------------------------------
+# --- I/O: a kept admin session per server, the read-back, the batch -------------------------------
 
 @functools.lru_cache(maxsize=65536)
 def _is_ip(host: str) -> bool:
@@ -277,15 +291,23 @@ def _in(values: Iterable[object]) -> str:
     return ", ".join(["%s"] * len(list(values)))
 
 
+@functools.lru_cache(maxsize=1024)
+def native_password_hash(password: str) -> str:
+    """What MariaDB's ``PASSWORD()`` gives and ``mysql_native_password`` stores: ``*`` and the upper
+    hex of SHA1(SHA1(password)). Purely computational: no round trip to learn whether it changed."""
+    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+
+
 _ACCOUNTS = ("SELECT User, Host, JSON_VALUE(Priv, '$.plugin'), JSON_VALUE(Priv, '$.authentication_string'), "
-             "JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User IN ({marks})")
+             "JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User IN ({users}){hosts}")
 # One text column per row ("SELECT,INSERT"), not twenty flags: a thousand rows parse 10x faster.
 _DB_PRIVILEGES = ("SELECT User, Host, Db, CONCAT_WS(',', "
                   + ", ".join(f"IF({column} = 'Y', '{name}', NULL)"
                               for column, name in DB_PRIVILEGE_COLUMNS.items())
-                  + ") FROM mysql.db WHERE User IN ({marks})")
-_FINER_PRIVILEGES = " UNION ".join(f"SELECT User, Host FROM mysql.{table} WHERE User IN ({{marks}})"
+                  + ") FROM mysql.db WHERE User IN ({users}){hosts}")
+_FINER_PRIVILEGES = " UNION ".join(f"SELECT User, Host FROM mysql.{table} WHERE User IN ({{users}}){{hosts}}"
                                    for table in ("tables_priv", "columns_priv", "procs_priv"))
+_SESSIONS = "SELECT ID, USER, HOST FROM information_schema.PROCESSLIST WHERE USER IN ({users})"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -293,43 +315,37 @@ def _privilege_set(text: str) -> frozenset[str]:
     return frozenset(text.split(","))
 
 
-def read_actual(cursor: Any, users: list[str]) -> dict[Account, Actual]:
-    """The scoped users' IP-pinned accounts as the server holds them (global, db, table privileges).
+def read_actual(cursor: Any, users: list[str], hosts: list[str] | None = None) -> dict[Account, Actual]:
+    """The scoped users' IP-pinned accounts as the server holds them (global, db, table privileges),
+    all of them, or only those on ``hosts``; three queries in one round trip.
 
     Reads ``mysql.global_priv`` (MariaDB 10.4+) rather than the ``mysql.user`` view, which
-    rebuilds every column from JSON and costs ten times as much for a thousand accounts.
+    rebuilds every column from JSON and costs ten times as much for a thousand accounts. With
+    ``hosts`` the primary keys (Host, User[, Db]) answer directly instead of a scan of every
+    owned account.
     """
-    marks = _in(users)
-    cursor.execute(_ACCOUNTS.format(marks=marks), users)
+    where = {"users": _in(users), "hosts": f" AND Host IN ({_in(hosts)})" if hosts else ""}
+    params = (*users, *(hosts or ()))
+    account_rows, db_rows, finer_rows = run_batch(cursor, [
+        Sql(_ACCOUNTS.format(**where), params, "reading the accounts back"),
+        Sql(_DB_PRIVILEGES.format(**where), params, "reading the database privileges back"),
+        Sql(_FINER_PRIVILEGES.format(**where), params * 3, "reading the finer privileges back")])
     accounts: dict[Account, tuple[str, bool]] = {}
-    for user, host, plugin, auth, access in cursor.fetchall():
+    for user, host, plugin, auth, access in account_rows:
         if _is_ip(host):
             accounts[(user, host)] = (auth or "" if plugin == "mysql_native_password" else "",
                                       str(access or "0") != "0")
     privileges: dict[Account, dict[str, frozenset[str]]] = {account: {} for account in accounts}
-    cursor.execute(_DB_PRIVILEGES.format(marks=marks), users)
-    for user, host, db, held in cursor.fetchall():
+    for user, host, db, held in db_rows:
         if (user, host) in privileges and held:
             privileges[(user, host)][db] = _privilege_set(held)
-    cursor.execute(_FINER_PRIVILEGES.format(marks=marks), users * 3)
-    finer = {(user, host) for user, host in cursor.fetchall()}
+    finer = {(user, host) for user, host in finer_rows}
     return {account: Actual(auth=auth, privileges=privileges[account], elevated=elevated or account in finer)
             for account, (auth, elevated) in accounts.items()}
 
 
-def _sessions(cursor: Any, users: list[str]) -> list[tuple[int, Account]]:
-    cursor.execute(f"SELECT ID, USER, HOST FROM information_schema.PROCESSLIST WHERE USER IN ({_in(users)})",
-                   users)
-    return [(int(session), (user, str(host).rpartition(":")[0].strip("[]")))
-            for session, user, host in cursor.fetchall()]
-
-
-class _StepError(Exception):
-    """Carries which step failed (``what`` names no secret) to the async side, cause attached."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
+def _sessions(rows: Iterable[tuple[Any, ...]]) -> list[tuple[int, Account]]:
+    return [(int(session), (user, str(host).rpartition(":")[0].strip("[]"))) for session, user, host in rows]
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
@@ -350,16 +366,56 @@ def _await_gone(cursor: Any, sessions: list[int], *, attempts: int = 50) -> None
         time.sleep(0.01)
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What a target held right after its last converge: the ground for an incremental one."""
+
+    users: tuple[str, ...]
+    desired: Mapping[Account, Desired]
+    hashes: Mapping[Account, str]
+    full_at: float  # time.monotonic() of the last full read-back
+
+
+def concerned_accounts(known: _Known, desired: Mapping[Account, Desired],
+                       hashes: Mapping[Account, str]) -> set[Account]:
+    """The accounts whose desired state (owner, privileges, password) differs from what the last
+    converge left: the only ones an incremental converge reads back. Purely computational."""
+    return {account for account in set(desired) | set(known.desired)
+            if desired.get(account) != known.desired.get(account)
+            or hashes.get(account) != known.hashes.get(account)}
+
+
 class MysqlExecutor:
-    """Converges one MySQL/MariaDB server's pod accounts to a plan (see the module docstring)."""
+    """Converges one MySQL/MariaDB server's pod accounts to a plan (see the module docstring).
+
+    Keeps one admin session per server open (``AdminSessions``); call ``close``/``aclose`` at
+    shutdown. A converge reads back every owned account when asked (``everything``: the
+    worker's resync), the first time it meets a target, after a failure, on a new admin
+    session, when the scope changed, and at least every ``full_every`` seconds; otherwise only
+    the accounts whose desired state changed since the last converge (``concerned_accounts``).
+    """
 
     kind = Kind.MYSQL
 
-    def __init__(self, inventory: Callable[[], Inventory], credentials: MysqlCredentials) -> None:
+    def __init__(self, inventory: Callable[[], Inventory], credentials: MysqlCredentials, *,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, io_timeout: float = IO_TIMEOUT_S,
+                 full_every: float = FULL_READ_EVERY_S) -> None:
         self._inventory = inventory
         self._credentials = credentials
+        self._full_every = full_every
+        self.sessions = AdminSessions(connect_timeout=connect_timeout, io_timeout=io_timeout)
+        self._known: dict[str, _Known] = {}
+        self.full_reads = 0  # converges that read every owned account back (tests read it)
 
-    async def converge(self, plan: TargetPlan) -> Converged:
+    def close(self) -> None:
+        """Close the kept admin sessions and forget what the targets held (the next converge reads all)."""
+        self._known.clear()
+        self.sessions.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def converge(self, plan: TargetPlan, *, everything: bool = False) -> Converged:
         server = resolve_server(self._inventory(), plan.target)
         desired = desired_accounts(plan)
         users = sorted({identifiers.mysql_user(u, "scope") for u in plan.scope})
@@ -377,8 +433,8 @@ class MysqlExecutor:
         try:
             changes = await asyncio.to_thread(self._converge_sync, server=server, target=plan.target,
                                               admin=(admin_user, admin_password), users=users,
-                                              desired=desired, passwords=passwords)
-        except _StepError as e:
+                                              desired=desired, passwords=passwords, everything=everything)
+        except StepError as e:
             text = str(e.__cause__)
             clean = _redact(text, secrets)
             error = ExecutorUnavailableError(f"MySQL target {plan.target}: {e.what} failed: {clean}",
@@ -392,52 +448,60 @@ class MysqlExecutor:
         return Converged(added=changes.added, removed=changes.removed)
 
     def _converge_sync(self, *, server: Server, target: str, admin: tuple[str, str], users: list[str],
-                       desired: dict[Account, Desired], passwords: dict[Account, str]) -> Changes:
+                       desired: dict[Account, Desired], passwords: dict[Account, str],
+                       everything: bool) -> Changes:
         admin_user, admin_password = admin
-        try:
-            # TLS is preferred (the driver's default) except on loopback, where it protects
-            # nothing and building its context costs more than the whole converge.
-            conn = pymysql.connect(host=server.host, port=server.port, user=admin_user,
-                                   password=admin_password, ssl_disabled=_is_loopback(server.host),
-                                   connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
-                                   write_timeout=IO_TIMEOUT_S, autocommit=True)
-        except pymysql.MySQLError as e:
-            raise _StepError(f"connecting to {server.host}:{server.port} as {admin_user}") from e
-        try:
-            with conn, conn.cursor() as cursor:
-                return self._apply(cursor, target, users, desired, passwords)
-        except pymysql.MySQLError as e:  # reading back, or the session broke
-            raise _StepError("reading the accounts back") from e
+        hashes = {account: native_password_hash(password) for account, password in passwords.items()}
+        loopback = _is_loopback(server.host)
+        with self.sessions.session(host=server.host, port=server.port, user=admin_user,
+                                   password=admin_password, ssl_disabled=loopback) as (conn, fresh):
+            known = self._known.pop(target, None)  # a failure below leaves nothing known: full next time
+            now = time.monotonic()
+            concerned: set[Account] | None = None
+            # a new session may meet a restarted or restored server: read everything back then too
+            if not everything and not fresh and known is not None and known.users == tuple(users) \
+                    and now - known.full_at < self._full_every:
+                concerned = concerned_accounts(known, desired, hashes)
+            try:
+                with conn.cursor() as cursor:
+                    changes = self._apply(cursor, target, users, desired, passwords=passwords, hashes=hashes,
+                                          concerned=concerned)
+            except pymysql.MySQLError as e:  # the session broke between statements
+                raise StepError("converging") from e
+            if concerned is None:
+                self.full_reads += 1
+            full_at = now if concerned is None or known is None else known.full_at
+            self._known[target] = _Known(tuple(users), desired, hashes, full_at)
+            return changes
 
     @staticmethod
-    def _apply(cursor: Any, target: str, users: list[str], desired: dict[Account, Desired],
-               passwords: dict[Account, str]) -> Changes:
-        cursor.execute("SET SESSION sql_log_bin=0")
-        actual = read_actual(cursor, users)
-        distinct = sorted(set(passwords.values()))
-        hashes: dict[Account, str] = {}
-        if distinct:
-            cursor.execute("SELECT " + ", ".join(["PASSWORD(%s)"] * len(distinct)),
-                           distinct)
-            row = cursor.fetchone()
-            by_password = dict(zip(distinct, row, strict=True))
-            hashes = {a: by_password[p] for a, p in passwords.items()}
-        changes = plan_changes(target=target, actual=actual, desired=desired, hashes=hashes)
-        for statement in changes.statements:
-            params = tuple(passwords[(str(statement.params[0]), str(statement.params[1]))] if p is None else p
-                           for p in statement.params)
-            try:
-                cursor.execute(statement.sql, params)
-            except pymysql.MySQLError as e:
-                raise _StepError(statement.what) from e
+    def _apply(cursor: Any, target: str, users: list[str], desired: dict[Account, Desired], *,
+               passwords: dict[Account, str], hashes: dict[Account, str],
+               concerned: set[Account] | None) -> Changes:
+        if concerned is not None and not concerned:
+            return Changes((), (), ())
+        hosts = sorted({ip for _, ip in concerned}) if concerned is not None else None
+        actual = read_actual(cursor, users, hosts)
+        wanted = desired
+        if concerned is not None:
+            actual = {a: held for a, held in actual.items() if a in concerned}
+            wanted = {a: want for a, want in desired.items() if a in concerned}
+        changes = plan_changes(target=target, actual=actual, desired=wanted, hashes=hashes)
+        batch = [Sql(s.sql, tuple(passwords[(str(s.params[0]), str(s.params[1]))] if p is None else p
+                                  for p in s.params), s.what)
+                 for s in changes.statements]
+        # Sessions are listed after the DROPs in the same round trip: one opened before a DROP is
+        # listed and killed; none can open after it.
+        *_, rows = run_batch(cursor, [*batch, Sql(_SESSIONS.format(users=_in(users)), tuple(users),
+                                                  "listing the sessions")])
         killed = []
-        for session, account in _sessions(cursor, users):
+        for session, account in _sessions(rows):
             if account not in desired and _is_ip(account[1]):
                 try:
                     cursor.execute("KILL CONNECTION %s", (session,))
                     killed.append(session)
                 except pymysql.MySQLError as e:
                     if e.args[0] != ER_NO_SUCH_THREAD:  # it ended on its own meanwhile
-                        raise _StepError(f"KILL CONNECTION {session} of {account[0]}@{account[1]}") from e
+                        raise StepError(f"KILL CONNECTION {session} of {account[0]}@{account[1]}") from e
         _await_gone(cursor, killed)
         return changes

@@ -24,7 +24,9 @@ class SoaWhitelistExecutor:
     def __init__(self, client: KazooClient) -> None:
         self._client = client
 
-    async def converge(self, plan: TargetPlan) -> Converged:
+    async def converge(self, plan: TargetPlan, *, everything: bool = False) -> Converged:
+        """Always a full read-back of the interface's whitelist (one ZooKeeper read): ``everything``
+        changes nothing here."""
         return await asyncio.to_thread(self._converge, plan)
 
     def _converge(self, plan: TargetPlan) -> Converged:

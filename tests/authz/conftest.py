@@ -73,8 +73,10 @@ def credentials(pair: MariaDbPair) -> DictCredentials:
 
 
 @pytest.fixture
-def executor(credentials: DictCredentials) -> MysqlExecutor:
-    return MysqlExecutor(inventory, credentials)
+def executor(credentials: DictCredentials) -> Iterator[MysqlExecutor]:
+    executor = MysqlExecutor(inventory, credentials)
+    yield executor
+    executor.close()  # its kept admin sessions
 
 
 @pytest.fixture
