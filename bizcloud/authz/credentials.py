@@ -3,8 +3,10 @@
 The inventory names a Secret (``SecretRef``), never its content. A service's database password
 lives in the Secret ``bizcloud-mysql-<service>`` in its environment's namespace (key: the MySQL
 user), created here with a random password the first time it is needed, so the pods read it
-with ``secretKeyRef`` and nobody ever types it. Values are cached briefly: a rotated password
-(edit the Secret) reaches the accounts at the next converge after ``ttl``.
+with ``secretKeyRef`` and nobody ever types it. Values are cached briefly, the admin's too (a
+converge is on the path from a pod's start to its grant: no API round trip there): a rotated
+password (edit the Secret) reaches the accounts, or the admin sessions, at the next converge
+after ``ttl``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,17 @@ class KubeCredentials:
         self._client = client
         self._ttl = ttl
         self._cache: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._admins: dict[SecretRef, tuple[float, tuple[str, str]]] = {}
 
     async def admin(self, ref: SecretRef) -> tuple[str, str]:
+        cached = self._admins.get(ref)
+        if cached and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        value = await self._read_admin(ref)
+        self._admins[ref] = (time.monotonic(), value)
+        return value
+
+    async def _read_admin(self, ref: SecretRef) -> tuple[str, str]:
         where = f"{ref.namespace}/{ref.name}"
         try:
             secret = await self._client.get(f"/api/v1/namespaces/{ref.namespace}/secrets/{ref.name}")
