@@ -4,7 +4,8 @@ Deployed pods list the readiness gate ``bizcloud.io/authorized``; the kubelet ke
 until that condition is True, and the worker sets it once this module says so. Until then a new
 pod takes no traffic from the gateway or SOA consumers, so no request reaches a pod that would fail
 it for want of a database account or a whitelist entry, and a rolling update keeps the old pods
-until the new ones are authorized. Pure: the worker passes its plan and what each target was last
+until the new ones are authorized. Once open, a gate stays open: a serving pod is never taken out
+of traffic by a target's hiccup. Pure: the worker passes its plan and what each target was last
 converged to.
 """
 
@@ -38,17 +39,17 @@ def needs_by_pod(plan: Desired) -> dict[str, dict[Key, set[Grant]]]:
 def gate_condition(instance: Instance, plan: Desired, needs: Mapping[Key, Collection[Grant]], *,
                    done: Mapping[Key, TargetPlan], failing: Mapping[Key, int],
                    kinds: Collection[Kind]) -> PodCondition | None:
-    """The condition to write for ``instance``, or None while its grants are still on their way.
+    """The condition to write for ``instance``, or None while its grants are still on their way
+    (or the plan was made before the pod had its IP, or its service has no config here).
 
     True once every target holds the pod's grants (as last converged; kinds with no executor in
-    this process are not waited for). False, with the reason, when a grant is refused by the
-    config or a target keeps failing: the pod then stays out of traffic and `kubectl describe pod`
-    says why.
+    this process are not waited for). A grant the config refuses (an environment the resource does
+    not serve) will never come, so it does not hold the gate: waiting would only turn a deliberate
+    refusal into a stuck rollout; the condition's message names it. False, with the targets named,
+    while a target keeps failing: the pod stays out of traffic and `kubectl describe pod` says why.
     """
-    refused = [r for r in plan.refusals if r.pod == instance.pod and r.ip == instance.ip]
-    if refused:
-        text = "; ".join(f"{r.dependency}: {r.message}" for r in refused)
-        return PodCondition(AUTHORIZED_GATE, False, "GrantRefused", text[:MESSAGE_MAX])
+    if instance.ip is None or (instance.uid, instance.ip) not in plan.subjects:
+        return None  # newer than the plan (the next plan decides), or a service we hold no config of
     waiting: list[str] = []
     broken: list[str] = []
     for key, grants in needs.items():
@@ -65,4 +66,8 @@ def gate_condition(instance: Instance, plan: Desired, needs: Mapping[Key, Collec
     if waiting:
         return None
     count = sum(len(g) for k, g in needs.items() if k[0] in kinds)
-    return PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace", f"{count} grants in place")
+    text = f"{count} grants in place"
+    refused = [r for r in plan.refusals if r.pod == instance.pod and r.ip == instance.ip]
+    if refused:
+        text += "; refused: " + "; ".join(f"{r.dependency}: {r.message}" for r in refused)
+    return PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace", text[:MESSAGE_MAX])

@@ -66,6 +66,10 @@ class Desired:
     plans: dict[tuple[Kind, str], TargetPlan] = field(default_factory=dict)
     reasons: dict[Grant, tuple[Reason, ...]] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
+    # (pod uid, IP) of every addressed instance of a configured service this was planned from. A
+    # pod not in it is not judged by this plan: it got its IP after the plan was made, or its
+    # service is not in this config center (another installation's pod): its gate is not ours.
+    subjects: frozenset[tuple[str, str]] = frozenset()
 
     def grants(self) -> frozenset[Grant]:
         return frozenset(self.reasons)
@@ -122,10 +126,12 @@ def desired(configs: Mapping[str, VersionedConfig], inventory: Inventory, instan
         for soa in latest.config.dependencies.soa:
             interfaces.update(soa.interfaces)
 
+    subjects: set[tuple[str, str]] = set()
     for instance in instances:
         versioned = configs.get(instance.service)
         if versioned is None or not instance.addressed or not instance.ip:
             continue
+        subjects.add((instance.uid, instance.ip))
         for item in _instance_grants(instance, versioned.config, inventory):
             if isinstance(item, Refusal):
                 refusals.append(item)
@@ -153,7 +159,8 @@ def desired(configs: Mapping[str, VersionedConfig], inventory: Inventory, instan
     # Every grant's target comes from the inventory or a consumed interface, so nothing is left
     # over; if something were, it would be a planner bug worth failing loudly on.
     assert not by_target, f"grants for unplanned targets: {sorted(by_target)}"
-    return Desired(plans=plans, reasons={g: tuple(r) for g, r in grants.items()}, refusals=refusals)
+    return Desired(plans=plans, reasons={g: tuple(r) for g, r in grants.items()}, refusals=refusals,
+                   subjects=frozenset(subjects))
 
 
 def _instance_grants(instance: Instance, config: ServiceConfig,

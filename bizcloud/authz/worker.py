@@ -158,10 +158,9 @@ class AuthzWorker:
         for instance in gated:
             condition = gate_condition(instance, plan, needs.get(instance.uid, {}), done=self._done,
                                        failing=self._failures, kinds=kinds)
-            if condition is None or self._written.get(instance.uid) == condition:
-                continue
-            if instance.authorized:
-                continue  # an open gate stays open: a serving pod is never taken out by a hiccup
+            written = self._written.get(instance.uid)
+            if condition is None or written == condition or (written is not None and written.status):
+                continue  # undecided, already said, or opened (the pod may not show it yet): stays open
             try:
                 await self._write_gate(instance, condition)
             except Exception as e:  # the API server may be away: the next converge writes it

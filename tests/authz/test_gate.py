@@ -62,11 +62,12 @@ def test_a_failing_target_holds_it_with_the_target_named() -> None:
     assert "mysql orders/10.1.0.3:3307" in got.message and "bizcloud grants" in got.message
 
 
-def test_a_refused_grant_holds_it_with_the_dependency_named() -> None:
+def test_a_refused_grant_does_not_hold_it_but_is_named() -> None:
+    """A refusal is the config's decision and will not change by waiting: open, and say it."""
     plan = plan_for(API, env_only="prod")
     got = condition(API, plan)
-    assert got is not None and (got.status, got.reason) == (False, "GrantRefused")
-    assert got.message.startswith("mysql[0]:") and "prod" in got.message
+    assert got is not None and (got.status, got.reason) == (True, "GrantsInPlace")
+    assert got.message.startswith("0 grants in place; refused: mysql[0]:") and "prod" in got.message
 
 
 def test_kinds_this_process_cannot_converge_are_not_waited_for() -> None:
@@ -80,8 +81,19 @@ def test_kinds_this_process_cannot_converge_are_not_waited_for() -> None:
 
 
 def test_a_pod_with_nothing_to_grant_opens_at_once() -> None:
-    assert condition(API, Desired()) == PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace",
-                                                     "0 grants in place")
+    plan = desired({"api": config("api")}, INVENTORY, [API])
+    assert condition(API, plan) == PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace", "0 grants in place")
+
+
+def test_a_service_without_config_here_is_not_ours_to_let_in() -> None:
+    """Another BizCloud's pod on a shared cluster, or a hand-made manifest: no decision."""
+    assert condition(API, desired({}, INVENTORY, [API])) is None
+
+
+def test_a_pod_newer_than_the_plan_is_not_judged_by_it() -> None:
+    """The plan was made before the pod had its IP: it holds no grant for it, which proves nothing."""
+    assert condition(OTHER, plan_for(API), done=ALL) is None
+    assert condition(API, Desired(), done=()) is None
 
 
 def test_messages_stay_short_enough_for_a_condition() -> None:
