@@ -9,6 +9,7 @@ the cluster are exercised end to end in ``tests/e2e/test_authz.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.configcenter.store import ConfigStore
+from bizcloud.kube.conditions import PodCondition
+from bizcloud.monitor.instances import AUTHORIZED_GATE
 from bizcloud.monitor.model import Group, Instance, PodUid
 from tests.authz.conftest import MASTER_PORT, REPLICA_PORT, DictCredentials, admin_query, connect_as
 
@@ -63,14 +66,18 @@ class World:
         self.configs, self.store = ConfigStore(engine), AuthzStore(engine)
         self.credentials, self.user = credentials, user
         self.live: list[Instance] = []
+        self.gates: list[tuple[str, PodCondition]] = []
         self.worker = self.restart()
 
     def restart(self) -> AuthzWorker:
         """A new worker on the same database: what a monitor restart (or kill -9) leaves."""
         executor = MysqlExecutor(lambda: self.worker.inventory(), self.credentials)  # noqa: PLW0108 - late
         self.worker = AuthzWorker(configs=self.configs, store=self.store, executors={Kind.MYSQL: executor},
-                                  live=lambda: list(self.live), retry_max=0.5)
+                                  live=lambda: list(self.live), retry_max=0.5, write_gate=self._write_gate)
         return self.worker
+
+    async def _write_gate(self, instance: Instance, condition: PodCondition) -> None:
+        self.gates.append((instance.uid, condition))
 
     def accounts(self, port: int = MASTER_PORT) -> set[str]:
         rows = admin_query(self.pair, "SELECT Host FROM mysql.user WHERE User = %s", (self.user,),
@@ -161,3 +168,56 @@ async def test_a_server_that_is_down_leaves_pending_entries_and_converges_when_b
         assert ("grant", "ok") in {(j.action, j.outcome) for j in w.store.journal(ip="127.0.0.41")}
     finally:
         mariadb.stop_pair(directory)
+
+
+async def test_kicks_fold_into_one_more_converge_and_the_gate_opens_once_granted(world: World) -> None:
+    """A burst of new addresses costs two plans, not one per pod; the not-yet-Ready pod is granted
+    and its gate is written once, after its accounts exist on both servers."""
+    starting = dataclasses.replace(pod("127.0.0.41"), ready=False, authorized=False)
+    world.live = [starting]
+    converges: list[str] = []
+    converge = world.worker.converge
+
+    finished: list[str] = []
+
+    async def counted(*, trigger: str, everything: bool = False) -> object:
+        converges.append(trigger)
+        result = await converge(trigger=trigger, everything=everything)
+        finished.append(trigger)
+        return result
+
+    async def settled(count: int) -> None:
+        for _ in range(200):
+            if len(finished) >= count:
+                await asyncio.sleep(0.2)  # time for a converge that should not come
+                return
+            await asyncio.sleep(0.05)
+
+    world.worker.converge = counted  # type: ignore[method-assign]
+    for i in range(5):  # before the first converge starts: all fold into it
+        world.worker.kick(f"address {i}")
+    await settled(1)
+    assert converges == ["address 4"]
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {"127.0.0.41"}
+    assert world.gates == [("uid-demo-api-41", PodCondition(AUTHORIZED_GATE, True, "GrantsInPlace",
+                                                            "2 grants in place"))]
+    world.worker.kick("a")
+    await asyncio.sleep(0)  # its converge is running now
+    world.worker.kick("b")
+    world.worker.kick("c")  # both fold into one more converge after it
+    await settled(3)
+    assert converges == ["address 4", "a", "c"]
+    assert len(world.gates) == 1  # said once; the pod shows it open once the monitor sees it
+
+
+async def test_a_failing_server_holds_the_gate_with_the_target_named(
+        engine: Engine, tmp_path: Path, credentials: DictCredentials) -> None:
+    user = f"g_{uuid.uuid4().hex[:10]}"
+    credentials.passwords[("demo-api", "dev", user)] = "pw"
+    world = World(engine, credentials, user)
+    world.configs.apply(inventory_yaml(33181, 33191) + "---\n" + service_yaml(user), author="test")  # nobody
+    world.live = [dataclasses.replace(pod("127.0.0.42"), ready=False, authorized=False)]
+    await world.worker.converge(trigger="UP")
+    [(uid, held)] = world.gates
+    assert (uid, held.status, held.reason) == ("uid-demo-api-42", False, "GrantFailing")
+    assert "main/127.0.0.1:33181" in held.message and "main/127.0.0.1:33191" in held.message
