@@ -12,8 +12,6 @@ Pure apart from reading the template files once.
 from __future__ import annotations
 
 import copy
-import json
-import re
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,11 +24,12 @@ import yaml
 from bizcloud.configcenter.schema import Patch
 from bizcloud.errors import BizCloudError
 from bizcloud.release.params import ReleaseParams
+from bizcloud.release.yamlcodec import dump_documents, load_documents, tojson
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 Manifest = dict[str, Any]
 
-__all__ = ["TEMPLATES", "Manifest", "Renderer", "TemplateError", "merge_patch", "to_yaml"]
+__all__ = ["TEMPLATES", "Manifest", "Renderer", "TemplateError", "merge_patch", "to_yaml", "tojson"]
 
 
 class TemplateError(BizCloudError):
@@ -50,19 +49,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-# Characters a YAML reader would not take back as they are inside a double-quoted scalar: C1
-# controls (NEL is a line break to YAML), the Unicode line/paragraph separators, BOM and
-# non-characters. They go as \uXXXX escapes; everything else, astral characters included, goes
-# as UTF-8 (Jinja2's own ``tojson`` writes those as surrogate pairs, which YAML refuses).
-_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
-
-
-def tojson(value: Any) -> str:
-    """A value as a JSON (so YAML) scalar or collection that reads back exactly. Pure."""
-    text = json.dumps(value, ensure_ascii=False)
-    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
 def _template_line(e: BaseException) -> str:
     """Where in a template an error arose: Jinja2 rewrites tracebacks to point at template lines."""
     frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(".j2")]
@@ -75,7 +61,8 @@ def _template_line(e: BaseException) -> str:
 
 
 class Renderer:
-    """Compiles each template once; rendering is then a dictionary walk and a YAML parse."""
+    """Compiles each template once; rendering is then a dictionary walk and a YAML parse
+    (``yamlcodec.load_documents``: rapidyaml, with PyYAML's reading of every scalar)."""
 
     def __init__(self, root: Path = TEMPLATES) -> None:
         self.root = root
@@ -107,7 +94,7 @@ class Renderer:
                                          "(bizcloud/release/params.py); fix the name or add the "
                                          "parameter") from e
             try:
-                docs.extend(d for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d)
+                docs.extend(d for d in load_documents(text) if d)
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f" (rendered line {mark.line + 1})" if mark is not None else ""
@@ -155,4 +142,4 @@ def customize(docs: list[Manifest], params: ReleaseParams) -> list[Manifest]:
 
 def to_yaml(docs: Iterable[Manifest]) -> str:
     """Standard multi-document YAML that stock ``kubectl apply -f -`` accepts."""
-    return yaml.dump_all(list(docs), Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False)
+    return dump_documents(docs)
