@@ -7,9 +7,10 @@ grant is still planned (with its scope), so the accounts, rules and whitelist en
 died are removed: "converge to desired", never "apply what the event said".
 
 Rules:
-- An instance is granted from the moment it has an IP until it is being deleted, Ready or not:
-  applications connect to their dependencies while they start, before a readiness probe passes
-  (and a probe may check exactly that). Traffic still waits for Ready, and a pod with the
+- An instance is granted from the moment it has an IP until its processes have stopped after its
+  deletion, Ready or not: applications connect to their dependencies while they start, before a
+  readiness probe passes (and a probe may check exactly that), and requests in flight while a
+  deleted pod drains still finish with their sessions. Traffic still waits for Ready, and a pod with the
   ``bizcloud.io/authorized`` readiness gate is not Ready before its grants are in place.
 - A resource that lists ``environments`` grants only to instances of those environments; any
   other is refused (and the refusal is reported), so a test pod never gets a production account.

@@ -10,6 +10,8 @@ Rules (DESIGN.md conventions):
 - its ports are its containers' *named* ports; it needs one named ``http`` or ``soa``;
 - it is UP only while Ready, with an IP, and without a deletionTimestamp: a pod being deleted is
   DOWN at once, before its containers have finished handling SIGTERM, so traffic leaves it first;
+- it holds its grants (``Instance.addressed``) from its IP until its processes have stopped after
+  its deletion, so requests in flight while it drains keep their database sessions;
 - a pod whose spec lists the readiness gate ``bizcloud.io/authorized`` cannot be Ready before
   BizCloud sets that condition, which it does once the pod's grants are in place: a new pod takes
   no traffic it could not serve for want of a database account or a whitelist entry.
@@ -74,6 +76,14 @@ def _condition(pod: Mapping[str, Any], kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
+def _stopped(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status", {})
+    if status.get("phase") in {"Succeeded", "Failed"}:
+        return True
+    containers = status.get("containerStatuses") or []
+    return bool(containers) and all("terminated" in (c.get("state") or {}) for c in containers)
+
+
 def _authorized(pod: Mapping[str, Any]) -> bool | None:
     gates = pod.get("spec", {}).get("readinessGates") or []
     if not any(g.get("conditionType") == AUTHORIZED_GATE for g in gates):
@@ -114,7 +124,7 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
         service=service, env=env, group=group, namespace=namespace, pod=name, uid=uid,
         ip=status.get("podIP") or None, ports=ports, ready=_condition(pod, "Ready"),
         node=pod.get("spec", {}).get("nodeName"), release=labels.get(RELEASE_LABEL),
-        terminating=bool(meta.get("deletionTimestamp")),
+        terminating=bool(meta.get("deletionTimestamp")), stopped=_stopped(pod),
         soa_interfaces=(meta.get("annotations") or {}).get(SOA_INTERFACES_ANNOTATION),
         authorized=_authorized(pod),
     )
@@ -144,8 +154,9 @@ def diff(old: Instance | None, new: Instance | None) -> EventType | None:
 
 
 def address_moved(old: Instance | None, new: Instance | None) -> bool:
-    """Whether authorization must look again: the pod got or lost an address, moved to another
-    service or environment (what it is granted depends on both), or its gate moved.
+    """Whether authorization must look again: the pod got its address, stopped after its deletion
+    (or vanished), moved to another service or environment (what it is granted depends on both),
+    or its gate moved.
 
     >>> address_moved(None, None)
     False

@@ -42,6 +42,10 @@ class Instance:
     node: str | None = None
     release: str | None = None
     terminating: bool = False
+    # Every container has terminated (or the pod has Succeeded/Failed): the pod holds an IP but no
+    # process runs in it any more. Only meaningful once ``terminating``: a new pod's containers
+    # have not started yet either.
+    stopped: bool = False
     # The pod's ``bizcloud.io/soa-interfaces`` annotation as written (validated by the SOA
     # registry, which owns its meaning); None when absent. Not stored by the catalog.
     soa_interfaces: str | None = None
@@ -56,10 +60,12 @@ class Instance:
 
     @property
     def addressed(self) -> bool:
-        """A pod with an IP that is not being deleted may open connections, so it holds its grants
-        from then on, not from Ready: an application connects to its database while it starts, and
-        a readiness probe may check exactly that."""
-        return bool(self.ip) and not self.terminating
+        """A pod with an IP may open connections until its processes have stopped, so it holds its
+        grants for all that time: from before Ready (an application connects to its database while
+        it starts, and a readiness probe may check exactly that) until after its deletion has
+        drained (requests in flight when it left every upstream still finish, with their database
+        sessions intact). Its traffic, by contrast, stops at the deletion's first moment."""
+        return bool(self.ip) and not (self.terminating and self.stopped)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def pod(
     env: str = "dev",
     ready: bool = True,
     terminating: bool = False,
+    stopped: bool = False,
     name: str | None = None,
 ) -> Instance:
     name = name or f"{service}-{ip.rsplit('.', 1)[-1]}"
@@ -58,6 +59,7 @@ def pod(
         ports={"http": 8080},
         ready=ready,
         terminating=terminating,
+        stopped=stopped,
     )
 
 
@@ -112,9 +114,15 @@ CASES: list[tuple[str, dict[str, VersionedConfig], list[Instance], set[Grant]]] 
         set(),
     ),
     (
-        "terminating: nothing",
-        {"api": config("api", mysql=[ORDERS_RW])},
+        "being deleted, still draining: keeps its grants for requests in flight",
+        {"api": config("api", mysql=[{**ORDERS_RW, "roles": ["master"]}])},
         [pod("api", "10.88.0.5", terminating=True)],
+        {mysql("10.88.0.5", "orders/10.1.0.1:3306")},
+    ),
+    (
+        "being deleted and its containers stopped: nothing",
+        {"api": config("api", mysql=[ORDERS_RW])},
+        [pod("api", "10.88.0.5", terminating=True, stopped=True)],
         set(),
     ),
     (

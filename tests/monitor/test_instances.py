@@ -33,6 +33,16 @@ def pod(*, labels: dict[str, str] | None = None, namespace: str = "bc-dev", ip: 
     }
 
 
+def stopped(given: dict[str, Any]) -> dict[str, Any]:
+    given["status"]["containerStatuses"] = [{"name": "app", "state": {"terminated": {"exitCode": 0}}}]
+    return given
+
+
+def phase(given: dict[str, Any], value: str) -> dict[str, Any]:
+    given["status"]["phase"] = value
+    return given
+
+
 def gated(given: dict[str, Any], status: str | None) -> dict[str, Any]:
     """``given`` with the ``bizcloud.io/authorized`` readiness gate, its condition at ``status``."""
     given["spec"]["readinessGates"] = [{"conditionType": AUTHORIZED_GATE}]
@@ -86,7 +96,11 @@ def test_pods_that_are_not_instances_say_why(case: str, given: dict[str, Any], r
         ("no IP yet", pod(ip=None), {"serving": False, "ip": None}),
         ("terminating", pod(deleting=True), {"serving": False, "terminating": True}),
         ("not Ready yet, but addressed: it is granted", pod(ready=False), {"addressed": True}),
-        ("terminating: not addressed", pod(deleting=True), {"addressed": False}),
+        ("terminating, draining: still addressed", pod(deleting=True), {"addressed": True, "stopped": False}),
+        ("terminating, containers stopped: not addressed", stopped(pod(deleting=True)),
+         {"addressed": False, "stopped": True}),
+        ("terminating, phase Succeeded", phase(pod(deleting=True), "Succeeded"), {"addressed": False}),
+        ("a new pod's containers not started: addressed", pod(ready=False), {"stopped": False}),
         ("no authorized gate", pod(), {"authorized": None}),
         ("gate waiting", gated(pod(ready=False), None), {"authorized": False, "addressed": True}),
         ("gate held", gated(pod(ready=False), "False"), {"authorized": False}),
@@ -109,6 +123,7 @@ def _inst(**changes: Any) -> Instance:
 SERVING = _inst()
 NOT_READY = _inst(ready=False)
 TERMINATING = _inst(terminating=True)
+STOPPED = _inst(terminating=True, stopped=True)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +180,8 @@ def test_the_soa_interfaces_annotation_is_carried_as_written() -> None:
         ("no IP yet", None, _inst(ready=False, ip=None), False),
         ("becomes Ready: grants unchanged", NOT_READY, SERVING, False),
         ("readiness lost: keeps its grants", SERVING, NOT_READY, False),
-        ("deletion starts", NOT_READY, TERMINATING, True),
+        ("deletion starts: it drains with its grants", SERVING, TERMINATING, False),
+        ("its containers stopped after the deletion", TERMINATING, STOPPED, True),
         ("gone", SERVING, None, True),
         ("moved to another environment", SERVING, _inst(env="qa"), True),
         ("its gate opened", _inst(authorized=False), _inst(authorized=True), True),

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from bizcloud.monitor.dispatcher import Backoff, Dispatcher
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 from bizcloud.monitor.monitor import Monitor
-from tests.monitor.test_instances import pod
+from tests.monitor.test_instances import pod, stopped
 
 
 class MemoryCatalog:
@@ -160,7 +160,10 @@ async def test_authorization_hears_of_addresses_not_readiness(parts: Any) -> Non
     await monitor.on_event("MODIFIED", serving("b", ready=False))
     await monitor.on_event("MODIFIED", serving("b"))
     await monitor.on_event("MODIFIED", serving("b", deleting=True))
-    assert kicks[1:] == ["MODIFIED bc-dev/web-1 (b)"] * 2  # the IP, then the deletion; not Ready
-    assert {i.uid for i in monitor.addressed()} == {"a"} and not list(monitor.live())
+    assert kicks[1:] == ["MODIFIED bc-dev/web-1 (b)"]  # the IP; not Ready, not the deletion (it drains)
+    assert {i.uid for i in monitor.addressed()} == {"a", "b"} and not list(monitor.live())
+    await monitor.on_event("MODIFIED", stopped(serving("b", deleting=True)))
+    assert kicks[2:] == ["MODIFIED bc-dev/web-1 (b)"]  # its containers stopped: now revoke
+    assert {i.uid for i in monitor.addressed()} == {"a"}
     await monitor.on_sync([serving("a", ready=False), serving("c", ready=False)], "9")
     assert kicks[-1] == "relist: 1 pods got or lost an address"
