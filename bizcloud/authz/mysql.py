@@ -157,24 +157,37 @@ def desired_accounts(plan: TargetPlan) -> dict[Account, Desired]:
     """The plan's grants as accounts, every name validated. Purely computational.
 
     Two grants of one account merge their databases' privileges; they must share the service
-    and environment that own its password (one account has one password).
+    and environment that own its password (one account has one password). It runs on every
+    converge over every grant of the target, so it walks the set as it is; only a plan with an
+    error is walked again in order, so the error names the same grant every time.
     """
+    try:
+        return _accounts(plan, plan.desired)
+    except (MysqlTargetError, identifiers.InvalidNameError):
+        _accounts(plan, sorted(plan.desired, key=Grant.sort_key))
+        raise
+
+
+def _accounts(plan: TargetPlan, grants: Iterable[Grant]) -> dict[Account, Desired]:
     scope = {identifiers.mysql_user(u, "scope") for u in plan.scope}
     accounts: dict[Account, Desired] = {}
-    for grant in sorted(plan.desired, key=Grant.sort_key):
+    for grant in grants:
         if grant.target != plan.target:
             raise MysqlTargetError(f"MySQL target {plan.target}: a grant of another target: {grant.text()}")
         user, ip, service, env, database, privileges = _checked(grant)
         if user not in scope:
             raise MysqlTargetError(f"MySQL target {plan.target}: user {user!r} is desired but not in scope",
                                    hint="the planner must own every user it grants (add it to the scope)")
-        account = accounts.setdefault((user, ip), Desired(service, env))
-        if (account.service, account.env) != (service, env):
+        account = accounts.get((user, ip))
+        if account is None:
+            accounts[(user, ip)] = account = Desired(service, env)
+        elif (account.service, account.env) != (service, env):
+            first, second = sorted([f"{account.service}/{account.env}", f"{service}/{env}"])
             raise MysqlTargetError(
-                f"MySQL target {plan.target}: {user}@{ip} is claimed by {account.service}/{account.env} "
-                f"and {service}/{env}",
+                f"MySQL target {plan.target}: {user}@{ip} is claimed by {first} and {second}",
                 hint="one MySQL user per cluster belongs to one service and environment")
-        account.privileges[database] = account.privileges.get(database, frozenset()) | privileges
+        held = account.privileges.get(database)
+        account.privileges[database] = privileges if held is None else held | privileges
     return accounts
 
 
