@@ -9,7 +9,11 @@ Two kinds of lanes, one per subscriber, so a slow or failing subscriber only del
   database writes thousands of events in one transaction instead of one each.
 
 Delivery is at-least-once: a failed event (or batch) is retried with capped exponential backoff
-until it succeeds (subscribers are idempotent), and each attempt's outcome is journaled.
+until it succeeds (subscribers are idempotent), and each attempt's outcome is journaled — by one
+journal writer off the delivery path, which writes everything recorded since its last write in a
+few transactions (one per subscriber and outcome). Journaling inline cost every catalog batch a
+second write transaction before the next batch could start, and every plain-lane event one of
+its own, all queued on the catalog database's single writer: Ready -> committed waited for them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -30,6 +35,10 @@ from bizcloud.monitor.protocols import BatchJournal, BatchSubscriber, Journal, S
 log = logging.getLogger("bizcloud.monitor.dispatcher")
 
 MAX_BATCH = 2000
+JOURNAL_FLUSH_TIMEOUT_S = 5.0
+
+# events, subscriber, outcome, attempts, error: one outcome to journal
+_Entry = tuple[list[InstanceEvent], str, str, int, str | None]
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._finished: dict[PodUid, float] = {}
+        self._journal_log: collections.deque[_Entry] = collections.deque()
+        self._journal_writer: asyncio.Task[None] | None = None
 
     @property
     def subscribers(self) -> list[str]:
@@ -111,7 +122,7 @@ class Dispatcher:
         self._idle.clear()
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait until every queued event has been delivered (tests, clean shutdown)."""
+        """Wait until every queued event has been delivered and journaled (tests, clean shutdown)."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def stop(self) -> None:
@@ -122,6 +133,10 @@ class Dispatcher:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        writer = self._journal_writer
+        if writer is not None:   # what was delivered is journaled before we go
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer, JOURNAL_FLUSH_TIMEOUT_S)
         for lane in self._lanes.values():
             lane.queues.clear()
             lane.fifo.clear()
@@ -175,7 +190,8 @@ class Dispatcher:
         lane.workers.pop(key, None)
         metrics.QUEUE_DEPTH.labels(lane.subscriber.name).set(lane.depth())
         if not any(lane.workers for lane in self._lanes.values()):
-            self._idle.set()
+            if self._journal_writer is None:
+                self._idle.set()
             # Forget completion times of pods with nothing pending, but keep recent ones for
             # the reconciler (it compares them with when it read the catalog).
             horizon = time.monotonic() - 600
@@ -196,15 +212,45 @@ class Dispatcher:
                 delay = self._backoff.delay(attempt)
                 log.warning("delivery failed subscriber=%s events=%d first_uid=%s attempt=%d retry_in=%.2fs "
                             "error=%r", name, len(events), events[0].uid, attempt, delay, e)
-                await self._record(events, name, "retry", attempt, repr(e))
+                self._record(events, name, "retry", attempt, repr(e))
                 await asyncio.sleep(delay)
                 continue
             metrics.DELIVERIES.labels(name, "ok").inc(len(events))
-            await self._record(events, name, "ok", attempt, None)
+            self._record(events, name, "ok", attempt, None)
             return
 
-    async def _record(self, events: list[InstanceEvent], subscriber: str, outcome: str, attempts: int,
-                      error: str | None) -> None:
+    # --- the journal -----------------------------------------------------------------------------
+
+    def _record(self, events: list[InstanceEvent], subscriber: str, outcome: str, attempts: int,
+                error: str | None) -> None:
+        """Queue one outcome for the journal writer; never waits for the database."""
+        if self._journal is None:
+            return
+        self._journal_log.append((events, subscriber, outcome, attempts, error))
+        if self._journal_writer is None:
+            self._idle.clear()
+            self._journal_writer = asyncio.create_task(self._write_journal(), name="journal")
+
+    async def _write_journal(self) -> None:
+        """Write what was recorded, again and again until nothing is left: one write per run of
+        entries with the same subscriber, outcome, attempts and error, so a pod's entries for
+        one subscriber keep their order."""
+        try:
+            while self._journal_log:
+                entries = list(self._journal_log)
+                self._journal_log.clear()
+                entries.sort(key=lambda e: e[1])  # stable: by subscriber, each in recorded order
+                for (subscriber, outcome, attempts, error), run in itertools.groupby(
+                        entries, key=lambda e: e[1:]):
+                    events = [event for entry in run for event in entry[0]]
+                    await self._write(events, subscriber, outcome, attempts, error)
+        finally:
+            self._journal_writer = None
+            if not any(lane.workers for lane in self._lanes.values()):
+                self._idle.set()
+
+    async def _write(self, events: list[InstanceEvent], subscriber: str, outcome: str, attempts: int,
+                     error: str | None) -> None:
         journal = self._journal
         if journal is None:
             return

@@ -141,3 +141,39 @@ async def test_a_failed_batch_is_retried_whole_and_journaled_once_per_attempt() 
     await d.drain(timeout=5)
     assert batch.batches == [[("p1", "1")]]
     assert [(r[2], r[3]) for r in journal.rows] == [("retry", 1), ("retry", 2), ("ok", 3)]
+
+
+class SlowJournal(MemoryJournal):
+    """A journal on a busy database: each write takes ``delay`` and writes are counted."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.writes = 0
+
+    async def record(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
+                     error: str | None = None) -> None:
+        await self.record_batch(events=[event], subscriber=subscriber, outcome=outcome, attempts=attempts)
+
+    async def record_batch(self, *, events: list[InstanceEvent], subscriber: str, outcome: str,
+                           attempts: int, error: str | None = None) -> None:
+        self.writes += 1
+        await asyncio.sleep(self.delay)
+        self.rows.extend((e.uid, subscriber, outcome, attempts) for e in events)
+
+
+async def test_journaling_never_holds_up_the_next_delivery_and_drain_waits_for_it() -> None:
+    batch, plain, journal = BatchRecorder("catalog"), Recorder("soa"), SlowJournal(delay=0.3)
+    d = Dispatcher([batch, plain], journal=journal, backoff=FAST)
+    d.submit(event("p1"))
+    await asyncio.sleep(0.05)                 # delivered; its journal write has begun (0.3 s)
+    started = time.monotonic()
+    for i in range(2, 12):
+        d.submit(event(f"p{i}"))
+    while len([e for b in batch.batches for e in b]) < 11:
+        await asyncio.sleep(0.005)
+    assert time.monotonic() - started < 0.2, "the catalog waited for the journal"
+    await d.drain(timeout=5)
+    assert sorted(r[0] for r in journal.rows if r[1] == "catalog") == sorted(f"p{i}" for i in range(1, 12))
+    assert {r[0] for r in journal.rows if r[1] == "soa"} == {f"p{i}" for i in range(1, 12)}
+    assert journal.writes <= 6, "outcomes recorded meanwhile are written together"
