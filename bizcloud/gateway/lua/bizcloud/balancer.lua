@@ -1,7 +1,7 @@
 -- balancer_by_lua: pick a peer of the group the router chose; retry a failed connection on
 -- another peer of the same group and mark the failed one down for a short cool-off.
 --
--- Policies live in a table, each with `pick(ctx, peers, usable)`: round_robin (a per-worker
+-- Policies live in a table, each with `pick(peers, ok, tried)`: round_robin (a per-worker
 -- counter per upstream and group) and least_conn (fewest requests in flight from this worker,
 -- ties broken round-robin). Down marks are shared by all workers (a shared dict with a TTL), so
 -- a peer that refused one connection is skipped everywhere until the cool-off ends or the
@@ -11,38 +11,50 @@ local stats = require("bizcloud.stats")
 
 local ngx = ngx
 local down = ngx.shared.bizcloud_down
+local set_current_peer = ngx_balancer.set_current_peer
 
 local _M = { policy = "round_robin", cooloff = 3, max_tries = 3 }
 
-local counters = {}   -- key|group -> next index (round robin)
+-- Round-robin position per peer list: the list object of an upstream's group (replaced when the
+-- catalog changes it, which restarts its count) is the key, so no key string is built per request.
+local counters = setmetatable({}, { __mode = "k" })
 local inflight = {}   -- addr -> requests this worker has in flight (least_conn)
+local track = false   -- only least_conn needs the in-flight counts
 
-local function next_index(ctx, n)
-    local name = ctx.key .. "|" .. ctx.group
-    local i = (counters[name] or 0) % n + 1
-    counters[name] = i
+local function next_index(peers, n)
+    local i = (counters[peers] or 0) % n + 1
+    counters[peers] = i
     return i
+end
+
+-- Filters the policies take (plain functions: no closure is made per request).
+local function usable(peer, tried)
+    return (tried == nil or not tried[peer.addr]) and not down:get(peer.addr)
+end
+
+local function untried(peer, tried)
+    return tried == nil or not tried[peer.addr]
 end
 
 local policies = {}
 
-function policies.round_robin(ctx, peers, usable)
+function policies.round_robin(peers, ok, tried)
     local n = #peers
-    local start = next_index(ctx, n)
+    local start = next_index(peers, n)
     for k = 0, n - 1 do
         local peer = peers[(start + k - 1) % n + 1]
-        if usable(peer) then return peer end
+        if ok(peer, tried) then return peer end
     end
     return nil
 end
 
-function policies.least_conn(ctx, peers, usable)
+function policies.least_conn(peers, ok, tried)
     local n = #peers
-    local start = next_index(ctx, n)
+    local start = next_index(peers, n)
     local best, best_load
     for k = 0, n - 1 do
         local peer = peers[(start + k - 1) % n + 1]
-        if usable(peer) then
+        if ok(peer, tried) then
             local load = inflight[peer.addr] or 0
             if best == nil or load < best_load then best, best_load = peer, load end
         end
@@ -54,6 +66,7 @@ function _M.configure(options)
     if options.policy and policies[options.policy] then _M.policy = options.policy end
     _M.cooloff = options.cooloff or _M.cooloff
     _M.max_tries = options.max_tries or _M.max_tries
+    track = _M.policy == "least_conn"
 end
 
 local function release(ctx)
@@ -71,44 +84,46 @@ function _M.balance()
         ngx.log(ngx.ERR, "balancer called without a routed request")
         return ngx.exit(502)
     end
-    local tried = ctx.tried
-    if tried == nil then
-        tried = {}
-        ctx.tried = tried
-        local tries = math.min(#peers, _M.max_tries)
+    local last = ctx.last_addr
+    local tried = ctx.tried   -- made on the first retry: most requests never need it
+    if last == nil then
+        local tries = #peers < _M.max_tries and #peers or _M.max_tries
         if tries > 1 then
             local ok, err = ngx_balancer.set_more_tries(tries - 1)
             if not ok then ngx.log(ngx.WARN, "set_more_tries: ", err) end
         end
     else
-        local failure = ngx_balancer.get_last_failure()
-        local last = ctx.last_addr
-        if last then
-            stats.upstream_error(ctx.service, ctx.env, ctx.group)
-            if failure == "failed" then down:set(last, true, _M.cooloff) end
+        if tried == nil then
+            tried = {}
+            ctx.tried = tried
         end
+        tried[last] = true
+        local rec = ctx.stats
+        stats.upstream_error(rec.service, rec.env, rec.group)
+        if ngx_balancer.get_last_failure() == "failed" then down:set(last, true, _M.cooloff) end
         release(ctx)
     end
-    local usable = function(peer) return not tried[peer.addr] and not down:get(peer.addr) end
     local pick = policies[_M.policy]
-    local peer = pick(ctx, peers, usable)
+    local peer = pick(peers, usable, tried)
     if peer == nil then  -- every peer tried or marked down: any untried one, down or not
-        peer = pick(ctx, peers, function(p) return not tried[p.addr] end) or peers[1]
+        peer = pick(peers, untried, tried) or peers[1]
     end
-    tried[peer.addr] = true
-    ctx.last_addr = peer.addr
-    ctx.inflight_addr = peer.addr
-    inflight[peer.addr] = (inflight[peer.addr] or 0) + 1
-    local ok, err = ngx_balancer.set_current_peer(peer.ip, peer.port)
+    local addr = peer.addr
+    ctx.last_addr = addr
+    if track then
+        ctx.inflight_addr = addr
+        inflight[addr] = (inflight[addr] or 0) + 1
+    end
+    local ok, err = set_current_peer(peer.ip, peer.port)
     if not ok then
-        ngx.log(ngx.ERR, "set_current_peer ", peer.addr, ": ", err)
+        ngx.log(ngx.ERR, "set_current_peer ", addr, ": ", err)
         return ngx.exit(502)
     end
 end
 
--- log phase
-function _M.finish()
-    release(ngx.ctx)
+-- log phase (the router's `log`)
+function _M.finish(ctx)
+    release(ctx)
 end
 
 return _M

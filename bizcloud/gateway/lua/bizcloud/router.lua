@@ -8,18 +8,23 @@
 -- group serves the request and the fallback is counted.
 local state = require("bizcloud.state")
 local stats = require("bizcloud.stats")
+local balancer = require("bizcloud.balancer")
 
 local ngx = ngx
 local cache = state.cache
-local tonumber = tonumber
+local md5_bin = ngx.md5_bin
+local byte = string.byte
 
 local _M = {}
 
 local BUCKETS = 10000
 local DEFAULT_POLICY = { threshold = 0, whitelist = {}, fallback = true, var = "http_x_user_id" }
 
+-- The first 32 bits of the MD5, big-endian (= int(md5(uid).hexdigest()[:8], 16)), mod 10000;
+-- read from the binary digest, so no hex string is built per request.
 function _M.bucket(uid)
-    return tonumber(ngx.md5(uid):sub(1, 8), 16) % BUCKETS
+    local a, b, c, d = byte(md5_bin(uid), 1, 4)
+    return (((a * 256 + b) * 256 + c) * 256 + d) % BUCKETS
 end
 
 local function prefix_matches(prefix, uri)
@@ -42,6 +47,14 @@ function _M.match(host, uri)
     return find(cache.by_host[host], uri) or find(cache.any_host, uri)
 end
 
+-- The route for this request. With one catch-all route and no other (what `make up` routes),
+-- neither the host nor the path needs reading.
+local function lookup()
+    local route = cache.catch_all
+    if route then return route end
+    return _M.match(ngx.var.host, ngx.var.uri)
+end
+
 function _M.group_for(policy, uid)
     if uid == nil or uid == "" then return "normal" end
     if policy.whitelist[uid] then return "gray" end
@@ -56,14 +69,15 @@ local function answer(status, message)
     return ngx.exit(status)
 end
 
--- access_by_lua: pick the route and the group, leave the peers for the balancer in ngx.ctx.
+-- access_by_lua: pick the route and the group; leave the peers and the group's stats record
+-- (which names service, env and group) for the balancer and the log phase in ngx.ctx, and the
+-- group in $bizcloud_group (the X-BizCloud-Group header to the peer and to the client).
 function _M.route()
     state.sync()
-    local host, uri = ngx.var.host, ngx.var.uri
-    local route = _M.match(host, uri)
+    local route = lookup()
     if route == nil then
         stats.no_route()
-        return answer(404, "bizcloud gateway: no route for host " .. host .. " path " .. uri)
+        return answer(404, "bizcloud gateway: no route for host " .. ngx.var.host .. " path " .. ngx.var.uri)
     end
     local policy = cache.policies[route.service] or DEFAULT_POLICY
     local uid = ngx.var[policy.var]
@@ -78,16 +92,29 @@ function _M.route()
             group, peers = other, others
         end
     end
+    local records = route.stats
+    local rec = records[group]
+    if rec == nil then
+        rec = stats.record(route.service, route.env, group)
+        records[group] = rec
+    end
     local ctx = ngx.ctx
-    ctx.service, ctx.env, ctx.group = route.service, route.env, group
+    ctx.stats = rec
     if peers == nil or #peers == 0 then
-        ctx.status_only = true
         return answer(503, "bizcloud gateway: no instance of " .. route.service .. " in " .. route.env
             .. " (" .. group .. ")")
     end
-    ctx.key, ctx.peers = route.key, peers
-    ngx.req.set_header("X-BizCloud-Group", group)
-    ngx.header["X-BizCloud-Group"] = group
+    ctx.peers = peers
+    ngx.var.bizcloud_group = group
+end
+
+-- log_by_lua: release the balancer's hold on the peer, count the request.
+function _M.log()
+    local ctx = ngx.ctx
+    local rec = ctx.stats
+    if rec == nil then return end
+    balancer.finish(ctx)
+    stats.log(rec, ngx.status)
 end
 
 return _M

@@ -265,7 +265,7 @@ local function compile_routes(routes)
     local by_host, any_host = {}, {}
     for _, r in ipairs(routes or {}) do
         local entry = { prefix = r.path_prefix, service = r.service, env = r.env,
-                        key = r.service .. "/" .. r.env }
+                        key = r.service .. "/" .. r.env, stats = {} }   -- stats: group -> record
         local list = any_host
         if r.host ~= "*" then
             local host = r.host:lower()
@@ -277,7 +277,9 @@ local function compile_routes(routes)
     local longest_first = function(a, b) return #a.prefix > #b.prefix end
     for _, list in pairs(by_host) do table.sort(list, longest_first) end
     table.sort(any_host, longest_first)
-    cache.by_host, cache.any_host = by_host, any_host
+    -- one route for every host and path: the router need not read either
+    local catch_all = next(by_host) == nil and #any_host == 1 and any_host[1].prefix == "/" and any_host[1] or nil
+    cache.by_host, cache.any_host, cache.catch_all = by_host, any_host, catch_all
 end
 
 local function compile_policies(policies)

@@ -1,13 +1,27 @@
 -- Per service, environment and group: requests by status class, a latency histogram, upstream
 -- errors and group fallbacks, in a shared dict; `/metrics` on the admin port renders them in
 -- Prometheus' text format (the gray-release analysis compares the groups with them).
+--
+-- The request path never touches the shared dict for the per-request counts: `log` adds to this
+-- worker's own Lua table (one record per service/env/group, reached from ngx.ctx without building
+-- a key), and a per-worker timer adds what accumulated to the shared dict every FLUSH_S. A scrape
+-- flushes its own worker and waits one flush period for the others, so what it reports includes
+-- every request answered before it began. Rare events (upstream errors, fallbacks, no route) go
+-- to the shared dict at once.
 local ngx = ngx
 local dict = ngx.shared.bizcloud_stats
+local floor = math.floor
+local now = ngx.now
+local start_time = ngx.req.start_time
 
 local _M = {}
 
 local BOUNDS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local NBOUNDS = #BOUNDS
 local SEP = "\1"
+local FLUSH_S = 0.1
+
+local records = {}   -- labels -> this worker's pending counts for one service/env/group
 
 local function incr(key, value)
     local ok, err = dict:incr(key, value or 1, 0)
@@ -16,6 +30,20 @@ end
 
 local function labels(service, env, group)
     return service .. SEP .. env .. SEP .. group
+end
+
+-- The pending counts of one service/env/group in this worker (made on first use, then reused:
+-- the router keeps the record on its compiled route, so the request path builds no string).
+function _M.record(service, env, group)
+    local l = labels(service, env, group)
+    local rec = records[l]
+    if rec == nil then
+        rec = { service = service, env = env, group = group, labels = l, dirty = false, classes = {},
+                slots = {}, sum = 0 }
+        for i = 1, NBOUNDS + 1 do rec.slots[i] = 0 end
+        records[l] = rec
+    end
+    return rec
 end
 
 function _M.no_route()
@@ -30,20 +58,51 @@ function _M.upstream_error(service, env, group)
     incr("uperr" .. SEP .. labels(service, env, group))
 end
 
--- log_by_lua: one routed request.
-function _M.log()
-    local ctx = ngx.ctx
-    if ctx.service == nil then return end
-    local l = labels(ctx.service, ctx.env, ctx.group)
-    local status = ngx.status
-    incr("req" .. SEP .. l .. SEP .. math.floor(status / 100) .. "xx")
-    local elapsed = tonumber(ngx.var.request_time) or 0
-    local slot = #BOUNDS + 1
-    for i = 1, #BOUNDS do
+-- log_by_lua: one routed request, counted in this worker's record.
+function _M.log(rec, status)
+    local elapsed = now() - start_time()
+    if elapsed < 0 then elapsed = 0 end
+    local class = floor(status / 100)
+    local classes = rec.classes
+    classes[class] = (classes[class] or 0) + 1
+    local slot = NBOUNDS + 1
+    for i = 1, NBOUNDS do
         if elapsed <= BOUNDS[i] then slot = i; break end
     end
-    incr("lat" .. SEP .. l .. SEP .. slot)
-    incr("latsum" .. SEP .. l, elapsed)
+    local slots = rec.slots
+    slots[slot] = slots[slot] + 1
+    rec.sum = rec.sum + elapsed
+    rec.dirty = true
+end
+
+-- Add this worker's pending counts to the shared dict (the keys `serve_metrics` reads).
+function _M.flush()
+    for l, rec in pairs(records) do
+        if rec.dirty then
+            rec.dirty = false
+            for class, n in pairs(rec.classes) do
+                if n > 0 then
+                    incr("req" .. SEP .. l .. SEP .. class .. "xx", n)
+                    rec.classes[class] = 0
+                end
+            end
+            local slots = rec.slots
+            for i = 1, NBOUNDS + 1 do
+                if slots[i] > 0 then
+                    incr("lat" .. SEP .. l .. SEP .. i, slots[i])
+                    slots[i] = 0
+                end
+            end
+            incr("latsum" .. SEP .. l, rec.sum)
+            rec.sum = 0
+        end
+    end
+end
+
+-- init_worker: flush every FLUSH_S (and once more when the worker exits).
+function _M.start_flushing()
+    local ok, err = ngx.timer.every(FLUSH_S, _M.flush)
+    if not ok then ngx.log(ngx.ERR, "bizcloud_stats: cannot start the flush timer: ", err) end
 end
 
 local function split(key)
@@ -62,6 +121,8 @@ end
 
 -- GET /metrics on the admin port.
 function _M.serve_metrics()
+    _M.flush()
+    ngx.sleep(FLUSH_S * 1.5)   -- the other workers' timers flush what they counted before now
     local out = {}
     local function line(s) out[#out + 1] = s end
     local hist = {}   -- labels -> {counts per slot, sum}
