@@ -36,7 +36,7 @@ from bizcloud.catalog.schemas import (
     ServicePublic,
     ServiceUpdate,
 )
-from bizcloud.catalog.store import CatalogStore
+from bizcloud.catalog.store import CatalogStore, ChangeOut
 from bizcloud.monitor.model import Group
 
 MAX_WAIT_S = 60.0
@@ -207,14 +207,17 @@ async def changes(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT_S)
+
+    def read() -> tuple[int, list[ChangeOut]]:  # one trip to a worker thread: a woken waiter answers sooner
+        return store.latest_revision(), store.changes_since(revision=since, limit=limit + 1)
+
     with _http_errors():
         while True:
-            latest = await asyncio.to_thread(store.latest_revision)
+            latest, found = await asyncio.to_thread(read)
             if since > latest:
                 raise HTTPException(status.HTTP_410_GONE,
                                     f"revision {since} is ahead of the catalog's {latest}: "
                                     "take a snapshot from /api/v1/instances and resume from its revision")
-            found = await asyncio.to_thread(store.changes_since, revision=since, limit=limit + 1)
             remaining = deadline - loop.time()
             if found or remaining <= 0:
                 break
