@@ -442,7 +442,9 @@ class MysqlExecutor:
         owners = {(u, d.service, d.env) for (u, _), d in desired.items()}
         by_owner = {o: await self._credentials.password(o[1], o[2], o[0]) for o in sorted(owners)}
         passwords = {a: by_owner[(a[0], d.service, d.env)] for a, d in desired.items()}
-        secrets = [admin_password, *by_owner.values()]
+        # as given, and as the driver escapes them into a statement's text (which errors may quote)
+        secrets = [form for secret in (admin_password, *by_owner.values())
+                   for form in (secret, pymysql.converters.escape_string(secret))]
         try:
             changes = await asyncio.to_thread(self._converge_sync, server=server, target=plan.target,
                                               admin=(admin_user, admin_password), users=users,
