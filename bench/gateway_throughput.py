@@ -10,12 +10,17 @@ log, in front of the same sample-app pods on the developers' real cluster (a nam
 
 ``wrk`` (same Lua script, same connections) runs against each in turn, several rounds
 interleaved so that noise from other work on the machine falls on both; the ratio is of medians.
+Beside requests/s, each round reads the CPU time the side's nginx workers spent (``/proc``) and
+divides by the requests served: on a machine shared with other work, requests/s swing with
+whatever else runs, while CPU per request is what the proxy itself costs (``cpu_ratio``: plain's
+CPU per request over the gateway's, the same sense as ``ratio``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import statistics
 import subprocess
@@ -40,6 +45,7 @@ from bench.gateway_stack import (
     save_and_show,
 )
 from bizcloud.cluster.processes import wait_until
+from bizcloud.gateway.process import children
 
 GOAL_RATIO = 0.9
 GRAY_RATIO = 20.0
@@ -103,7 +109,8 @@ def plain_conf(*, prefix: Path, port: int, peers: list[tuple[str, int]], workers
 def parse_wrk(output: str) -> dict[str, float]:
     """Requests/s, latency percentiles (ms) and error counts from ``wrk --latency``. Purely computational."""
     units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    result: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    result: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+                                "requests": float(re.search(r"(\d+) requests in", output).group(1))}  # type: ignore[union-attr]
     for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE):
         result[f"p{pct}_ms"] = float(value) * units[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -120,8 +127,26 @@ def _wrk(url: str, script: Path, *, seconds: int, connections: int, threads: int
     return parse_wrk(out)
 
 
+def workers_cpu_s(master: int) -> float:
+    """User + system CPU seconds the workers of the nginx ``master`` have used so far (``/proc``)."""
+    ticks = 0
+    for pid in children(master):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _measured_wrk(url: str, script: Path, master: int, **options: int) -> dict[str, float]:
+    """``wrk`` against ``url``, with the CPU its nginx workers spent per request served (µs)."""
+    before = workers_cpu_s(master)
+    result = _wrk(url, script, **options)
+    result["cpu_us_per_request"] = (workers_cpu_s(master) - before) / max(1.0, result["requests"]) * 1e6
+    return result
+
+
 @contextlib.contextmanager
-def _plain_nginx(prefix: Path, peers: list[tuple[str, int]]) -> Iterator[None]:
+def _plain_nginx(prefix: Path, peers: list[tuple[str, int]]) -> Iterator[int]:
     """The peer: Debian's nginx on ``plain_conf``, stopped on exit."""
     prefix.mkdir()
     conf = plain_conf(prefix=prefix, port=PLAIN_PORT, workers=WORKERS, peers=peers)
@@ -129,7 +154,7 @@ def _plain_nginx(prefix: Path, peers: list[tuple[str, int]]) -> Iterator[None]:
     proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
                             stdout=subprocess.DEVNULL, stderr=(prefix / "nginx.out").open("wb"))
     try:
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -161,8 +186,10 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
             wait_until(lambda: (stack.table().get("policies") or {}).get(service), timeout=30,
                        what="the gray policy in the gateway")
             peer_addrs = [(str(p["ip"]), int(p["port"])) for p in peers]
-            with _plain_nginx(scratch / "plain", peer_addrs):
+            with _plain_nginx(scratch / "plain", peer_addrs) as plain_master:
                 targets = {"gateway": f"{stack.gateway}/", "plain": f"http://127.0.0.1:{PLAIN_PORT}/"}
+                masters = {"gateway": int((stack_dir / "gateway" / "nginx.pid").read_text()),
+                           "plain": plain_master}
                 # every pod answers 200 (the sample app fails closed until it has loaded its whitelist)
                 wait_until(lambda: all(answers(u) for u in targets.values() for _ in range(12)), timeout=120,
                            what="200s from every pod through both nginx")
@@ -175,8 +202,8 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
                 for i in range(rounds):
                     for name, url in targets.items():
                         log(f"round {i + 1}/{rounds}: wrk {seconds} s against {name}…")
-                        runs[name].append(_wrk(url, script, seconds=seconds, connections=connections,
-                                               threads=threads))
+                        runs[name].append(_measured_wrk(url, script, masters[name], seconds=seconds,
+                                                        connections=connections, threads=threads))
         return with_ratio({"rounds": rounds, "seconds": seconds, "connections": connections,
                            "wrk_threads": threads, "nginx_workers": WORKERS, "pods": 3, "backend": backend,
                            "gray_ratio": GRAY_RATIO, "gray_share_measured": gray_share, "runs": runs})
@@ -186,20 +213,28 @@ def with_ratio(r: dict[str, Any]) -> dict[str, Any]:
     """Median requests/s of each side and the gateway's ratio to plain nginx. Purely computational."""
     medians = {name: statistics.median(x["rps"] for x in runs) for name, runs in r["runs"].items()}
     per_round = [g["rps"] / p["rps"] for g, p in zip(r["runs"]["gateway"], r["runs"]["plain"], strict=True)]
-    return {**r, "median_rps": medians, "ratio": medians["gateway"] / medians["plain"],
-            "ratio_per_round": per_round}
+    out = {**r, "median_rps": medians, "ratio": medians["gateway"] / medians["plain"],
+           "ratio_per_round": per_round}
+    if all("cpu_us_per_request" in x for runs in r["runs"].values() for x in runs):
+        cpu = {name: statistics.median(x["cpu_us_per_request"] for x in runs)
+               for name, runs in r["runs"].items()}
+        out |= {"median_cpu_us_per_request": cpu, "cpu_ratio": cpu["plain"] / cpu["gateway"]}
+    return out
 
 
 def print_table(console: Console, r: dict[str, Any]) -> None:
-    table = Table("side", "requests/s (median)", "p50", "p99", "errors",
+    table = Table("side", "requests/s (median)", "p50", "p99", "errors", "nginx CPU / request",
                   title=f"gateway throughput, wrk -c{r['connections']} x {r['rounds']} x {r['seconds']} s "
                         f"(goal >= {GOAL_RATIO}x plain nginx)")
     for name, runs in r["runs"].items():
         mid = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
         errors = sum(x["non_2xx"] + x["socket_errors"] for x in runs)
+        cpu = r.get("median_cpu_us_per_request", {}).get(name)
         table.add_row(name, f"{r['median_rps'][name]:,.0f}", f"{mid.get('p50_ms', 0):.2f} ms",
-                      f"{mid.get('p99_ms', 0):.2f} ms", f"{errors:.0f}")
-    table.add_row("gateway / plain", f"{r['ratio']:.2f}", "", "", "")
+                      f"{mid.get('p99_ms', 0):.2f} ms", f"{errors:.0f}", f"{cpu:.1f} µs" if cpu else "")
+    cpu_ratio = r.get("cpu_ratio")
+    table.add_row("gateway / plain", f"{r['ratio']:.2f}", "", "", "",
+                  f"{cpu_ratio:.2f} (plain / gateway)" if cpu_ratio else "")
     console.print(table)
 
 
