@@ -229,7 +229,8 @@ def start_pair(directory: Path, *, master_port: int, replica_port: int, bind: Se
     """Start the master and its replica unless ours already run; return once the replica replicates.
 
     ``bind`` defaults to loopback and the node's address (where pods reach the host). Safe to call
-    again: running servers are reused, existing data and passwords are kept.
+    again: running servers are reused, existing data and passwords are kept. A call that fails
+    stops the servers it started itself (a busy replica port must not leave an orphan master).
     """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -240,27 +241,40 @@ def start_pair(directory: Path, *, master_port: int, replica_port: int, bind: Se
     bind = list(dict.fromkeys(bind))
     keys = _secrets(directory)
     master, replica = _servers(directory, master_port, replica_port)
-    for server in (master, replica):
-        _start_server(server, bind=bind, timeout=timeout)
-        marker = server.datadir / _INITIALISED
-        if marker.is_file():
-            continue
-        sql = _bootstrap_sql(hosts=bind, admin_password=keys["admin_password"])
-        if server is master:
-            repl = f"{_literal(REPLICATION_USER)}@{_literal('127.0.0.1')}"
-            sql += (f"SET SESSION sql_log_bin=0;\nCREATE USER IF NOT EXISTS {repl} IDENTIFIED BY "
-                    f"{_literal(keys['replication_password'])};\nGRANT REPLICATION SLAVE ON *.* TO {repl};\n")
-        else:
-            sql += (f"STOP SLAVE;\nCHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={int(master.port)}, "
-                    f"MASTER_USER={_literal(REPLICATION_USER)}, "
-                    f"MASTER_PASSWORD={_literal(keys['replication_password'])}, "
-                    "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\nSTART SLAVE;\n")
-        _run_sql(server, sql)
-        marker.write_text("accounts made\n")
-    processes.wait_until(lambda: _replicating(replica), what="the MariaDB replica did not start replicating",
-                         timeout=timeout, log=replica.log)
+    started: list[_Server] = []
+    try:
+        for server in (master, replica):
+            if processes.read_pidfile(server.layout.pidfile(server.name)) is None:
+                started.append(server)
+            _start_server(server, bind=bind, timeout=timeout)
+            _initialise(server, master=master, bind=bind, keys=keys)
+        processes.wait_until(lambda: _replicating(replica), timeout=timeout, log=replica.log,
+                             what="the MariaDB replica did not start replicating")
+    except BaseException:
+        for server in reversed(started):
+            processes.stop(server.layout, server.name, timeout=30.0)
+        raise
     return MariaDbPair(host=bind[-1], master_port=master_port, replica_port=replica_port,
                        admin_user=ADMIN_USER, admin_password=keys["admin_password"])
+
+
+def _initialise(server: _Server, *, master: _Server, bind: Sequence[str], keys: dict[str, str]) -> None:
+    """The accounts of a new server (once per data directory); the replica also starts replicating."""
+    marker = server.datadir / _INITIALISED
+    if marker.is_file():
+        return
+    sql = _bootstrap_sql(hosts=bind, admin_password=keys["admin_password"])
+    if server is master:
+        repl = f"{_literal(REPLICATION_USER)}@{_literal('127.0.0.1')}"
+        sql += (f"SET SESSION sql_log_bin=0;\nCREATE USER IF NOT EXISTS {repl} IDENTIFIED BY "
+                f"{_literal(keys['replication_password'])};\nGRANT REPLICATION SLAVE ON *.* TO {repl};\n")
+    else:
+        sql += (f"STOP SLAVE;\nCHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={int(master.port)}, "
+                f"MASTER_USER={_literal(REPLICATION_USER)}, "
+                f"MASTER_PASSWORD={_literal(keys['replication_password'])}, "
+                "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\nSTART SLAVE;\n")
+    _run_sql(server, sql)
+    marker.write_text("accounts made\n")
 
 
 def stop_pair(directory: Path, *, timeout: float = 30.0) -> bool:

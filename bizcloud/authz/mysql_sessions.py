@@ -151,9 +151,9 @@ class AdminSessions:
         return session.id if session is not None else None
 
     def close(self) -> None:
-        """Close every kept session (at shutdown); one in use is closed when its converge ends."""
+        """Close every kept session (at shutdown), waiting up to the I/O timeout for one in use."""
         with self._guard:
-            keys = list(self._sessions)
+            keys = list(self._locks)  # a session lent out is not in _sessions until it comes back
         for key in keys:
             lock = self._lock(key)
             if lock.acquire(timeout=self._io_timeout):

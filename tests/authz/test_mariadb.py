@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pymysql
 import pytest
 
 from bizcloud.authz import mariadb
+from bizcloud.cluster import processes
 from bizcloud.cluster.host import node_ip
+from bizcloud.errors import PrerequisiteError
 from bizcloud.identifiers import InvalidNameError
 
 MASTER_PORT, REPLICA_PORT = 33161, 33171
@@ -68,3 +71,18 @@ def test_a_pair_starts_once_replicates_restarts_with_its_data_and_stops(tmp_path
     finally:
         mariadb.stop_pair(tmp_path)
     assert not mariadb.stop_pair(tmp_path)
+
+
+def test_a_pair_that_cannot_start_leaves_no_server_running(tmp_path: Path) -> None:
+    """A busy replica port (these test ports are in the ephemeral range) must not orphan the master."""
+    if shutil.which("mariadbd", path="/usr/sbin:/usr/bin") is None:
+        pytest.skip("MariaDB is not installed (mariadbd): run `make setup`")
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the last test's TIME_WAIT
+        busy.bind(("127.0.0.1", REPLICA_PORT))
+        busy.listen()
+        with pytest.raises(PrerequisiteError, match=str(REPLICA_PORT)):
+            mariadb.start_pair(tmp_path, master_port=MASTER_PORT, replica_port=REPLICA_PORT,
+                               bind=["127.0.0.1"])
+    assert mariadb.status(tmp_path) == {mariadb.MASTER: None, mariadb.REPLICA: None}
+    assert processes.port_owner(MASTER_PORT) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,6 +108,30 @@ async def test_a_changed_admin_credential_closes_the_old_session(
     finally:
         credentials.admin_credentials = (pair.admin_user, pair.admin_password)
         executor.close()
+
+
+def test_close_waits_for_a_session_in_use_and_closes_it(pair: MariaDbPair) -> None:
+    sessions = mysql_sessions.AdminSessions()
+    before = admin_sessions(pair)
+    lent, returned = threading.Event(), threading.Event()
+
+    def converge() -> None:
+        with sessions.session(host="127.0.0.1", port=MASTER_PORT, user=pair.admin_user,
+                              password=pair.admin_password, ssl_disabled=True) as (conn, _):
+            lent.set()
+            time.sleep(0.3)
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        returned.set()
+
+    worker = threading.Thread(target=converge)
+    worker.start()
+    assert lent.wait(5)
+    sessions.close()  # while the session is lent out
+    assert returned.is_set()  # close waited for it to come back...
+    worker.join()
+    assert sessions.session_id("127.0.0.1", MASTER_PORT) is None
+    assert admin_sessions(pair) - before == set()  # ...and closed it
 
 
 # --- a server that stops or freezes -------------------------------------------------------------
