@@ -246,9 +246,12 @@ def plan_changes(*, target: str, actual: Mapping[Account, Actual], desired: Mapp
     added: list[Grant] = []
     removed: list[Grant] = []
     for account in sorted(set(actual) | set(desired)):
+        have, want = actual.get(account), desired.get(account)
+        if have is not None and want is not None and not have.elevated and have.auth == hashes[account] \
+                and have.privileges == want.privileges:
+            continue  # the common case of a full read-back: nothing to do for this account
         user, ip = account
         who = f"{user}@{ip}"
-        have, want = actual.get(account), desired.get(account)
         if want is None:
             assert have is not None
             statements.append(Statement("DROP USER IF EXISTS %s@%s", (user, ip), f"DROP USER {who}"))
