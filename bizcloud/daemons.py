@@ -54,6 +54,7 @@ from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 from bizcloud.soa.registry import SoaRegistry
 from bizcloud.web.app import create_app
+from bizcloud.web.ws_protocol import ShellWebSocketProtocol
 
 log = logging.getLogger("bizcloud.daemons")
 
@@ -228,7 +229,9 @@ def server_main(settings: Settings) -> None:
     app = create_app(database_url=settings.resolved_database_url(), poll_interval=settings.catalog_poll_s,
                      wakeup=(settings.server_host, settings.server_port), settings=settings)
     # Long-polls of the change stream may be waiting: let them go after 2 s instead of 60.
-    # WebSocket pings every shell_keepalive_s keep idle shells alive through proxies' idle timeouts.
+    # WebSocket pings every shell_keepalive_s keep idle shells alive through proxies' idle timeouts;
+    # a shell whose client leaves one unanswered is closed saying so (ShellWebSocketProtocol).
+    ping_timeout = settings.shell_ping_timeout_s or max(20.0, settings.shell_keepalive_s)
     uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=2, ws_ping_interval=settings.shell_keepalive_s,
-                ws_ping_timeout=max(20.0, settings.shell_keepalive_s), ws_max_size=1 << 20)
+                ws_ping_timeout=ping_timeout, ws_max_size=1 << 20, ws=ShellWebSocketProtocol)

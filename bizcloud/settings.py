@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # Console and WebShell: the keepalive of idle shells (WebSocket pings to the browser, a no-op
     # resize on the exec stream), and the environments where developers may not deploy or shell.
     shell_keepalive_s: float = Field(default=20.0, gt=0)
+    # A shell whose client stops keeping up is closed, saying why in the terminal, the close frame
+    # and the audit trail: when one send to it has waited shell_stall_s (unset: three keepalives,
+    # at least 10 s), or when it leaves a ping unanswered for shell_ping_timeout_s (unset: the
+    # larger of 20 s and the keepalive), whichever comes first.
+    shell_stall_s: float | None = Field(default=None, gt=0)
+    shell_ping_timeout_s: float | None = Field(default=None, gt=0)
     production_envs: str = "prod,production"
 
     # k8s-monitor.

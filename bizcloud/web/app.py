@@ -98,6 +98,7 @@ def create_app(*, database_url: str, poll_interval: float = 0.05, wakeup: Addres
                 gray_runner = asyncio.create_task(app.state.gray.run_forever(), name="gray-runner")
             app.state.docker_host = settings.docker_host
             app.state.shell_keepalive_s = settings.shell_keepalive_s
+            app.state.shell_stall_s = settings.shell_stall_s
             app.state.production_envs = frozenset(e.strip() for e in settings.production_envs.split(",")
                                                   if e.strip())
             try:

@@ -4,7 +4,10 @@
 ``/api/v1/shell/docker/{container}``, for the console's terminal and ``bizcloud shell``. No
 user: 401; a user who may not: 403 — both before the upgrade, both audited. A pod or container
 that is not there: the socket opens and the terminal says so, then closes (no hung socket).
-Each session is one audit row (start, end, outcome) and one asciicast recording.
+A client that stops keeping up (it stops reading, or leaves a ping unanswered) is dropped with a
+last line in the terminal and a close code and reason saying which (``ClientStalled``,
+``ClientUnresponsive``). Each session is one audit row (start, end, outcome) and one asciicast
+recording.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from bizcloud.kube.client import KubeClient
 from bizcloud.kube.config import KubeConfig
 from bizcloud.kube.errors import NotFound
 from bizcloud.web.auth import authenticate, production_envs, scope_headers, service_owners
+from bizcloud.web.ws_protocol import LAST
 from bizcloud.webshell.asciicast import Recorder
 from bizcloud.webshell.backends import ShellSession, open_docker_shell, open_kube_shell
-from bizcloud.webshell.bridge import bridge, notice, parse_resize
+from bizcloud.webshell.bridge import Ending, bridge, notice, parse_resize
 from bizcloud.webshell.docker import DockerEngine
-from bizcloud.webshell.errors import ShellError, TargetGone
+from bizcloud.webshell.errors import ClientUnresponsive, ShellError, TargetGone
 
 LOG_IN = "log in, or send Authorization: Bearer <token>"
 CLOSE_TIMEOUT_S = 2.0
@@ -48,21 +52,31 @@ class _Peer:
 
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
+        self._gone = False
 
     async def receive(self) -> bytes | None:
         try:
             message = await self._ws.receive()
         except (WebSocketDisconnect, RuntimeError):
+            self._gone = True
             return None
         if message["type"] == "websocket.disconnect":
+            self._gone = True
+            if message.get("code") == ClientUnresponsive.close_code:  # the server's keepalive said so
+                raise ClientUnresponsive(str(message.get("reason") or "the client did not answer pings"))
             return None
         data = message.get("bytes")
         if data is None and message.get("text") is not None:
             data = str(message["text"]).encode()
         return data or b""
 
-    async def send(self, data: bytes) -> None:
-        await self._ws.send_bytes(data)
+    async def send(self, data: bytes, *, last: bool = False) -> None:
+        if self._gone:
+            return
+        if last:
+            await self._ws.send({"type": "websocket.send", "bytes": data, LAST: True})
+        else:
+            await self._ws.send_bytes(data)
 
 
 async def _deny(ws: WebSocket, accounts: AccountStore, user: UserOut | None, target: str, *, code: int,
@@ -95,23 +109,33 @@ async def _run(ws: WebSocket, accounts: AccountStore, user: UserOut, *, target: 
                                      recording=name)
     await ws.accept()
     recorder = Recorder(recordings / name, cols=cols, rows=rows, title=f"{user.name}: {target}")
-    outcome, status = "", 0
+    ending, status = Ending(""), 0
     try:
         session: ShellSession = await opener(cols, rows)
     except ShellError as e:
-        outcome, status = e.one_line(), 404 if isinstance(e, TargetGone) else 502
-        recorder.output(notice(outcome))
+        ending, status = Ending(e.one_line()), 404 if isinstance(e, TargetGone) else 502
+        recorder.output(notice(ending.reason))
         recorder.close()
-        await ws.send_bytes(notice(outcome))
+        await ws.send_bytes(notice(ending.reason))
     else:
-        outcome = await bridge(_Peer(ws), session, recorder=recorder,
-                               keepalive_s=ws.app.state.shell_keepalive_s)
+        state = ws.app.state
+        ending = await bridge(_Peer(ws), session, recorder=recorder, keepalive_s=state.shell_keepalive_s,
+                              stall_s=getattr(state, "shell_stall_s", None))
     finally:
         await asyncio.to_thread(accounts.audit_finish, record_id=record, status=status,
-                                detail={"outcome": outcome})
-        if ws.client_state is WebSocketState.CONNECTED:  # a stalled client may never take the close frame
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
+                                detail={"outcome": ending.reason, "close_code": ending.close_code})
+        await _close(ws, ending)
+
+
+async def _close(ws: WebSocket, ending: Ending) -> None:
+    """The close frame with the ending's code and reason; queued even behind a full buffer (``LAST``),
+    and not waited for long: a stalled client may never take it."""
+    if not ws.client_state is ws.application_state is WebSocketState.CONNECTED:
+        return
+    reason = ending.reason.encode()[:123].decode(errors="ignore") if ending.close_code != 1000 else ""
+    close = {"type": "websocket.close", "code": ending.close_code, "reason": reason, LAST: True}
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.send(close), CLOSE_TIMEOUT_S)
 
 
 def _who(ws: WebSocket) -> tuple[AccountStore, dict[str, str]]:

@@ -11,10 +11,13 @@ Two pumps, each awaiting the other side before reading more, so a huge paste or 
 holds at most one message in memory: the server's WebSocket send waits while the client's socket
 is full (uvicorn pauses writing past its transport's high-water mark), the exec stream's reader
 stops, and the shell in the container blocks on its own output. A client that reads nothing for
-``stall_s`` seconds is gone or stuck: the session is closed with that reason (in the audit trail,
-and in the terminal if it ever reads again) instead of holding the shell open forever. A
-keepalive task touches the backend when the session is idle (the client side is kept alive by
-WebSocket pings from the server, ``ws_ping_interval``).
+``stall_s`` seconds is gone or stuck: the session is closed instead of holding the shell open
+forever, and says why — a last line in the terminal (sent as ``last``: it may pass the
+back-pressure, so it arrives if the client ever reads again), the close code and reason of
+``ClientStalled``, and the audit trail's end. A keepalive task touches the backend when the
+session is idle (the client side is kept alive by WebSocket pings from the server,
+``ws_ping_interval``; a client that leaves one unanswered is ``ClientUnresponsive``, which the
+peer's ``receive`` raises).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 from bizcloud.webshell.asciicast import Recorder
@@ -30,6 +34,7 @@ from bizcloud.webshell.backends import ShellSession
 from bizcloud.webshell.errors import ClientStalled, ShellError
 
 STDIN, RESIZE = 0, 4
+CLOSE_NORMAL = 1000
 WRITE_CHUNK = 64 * 1024
 MAX_COLS, MAX_ROWS = 1000, 500
 NOTICE_TIMEOUT_S = 1.0  # a last message to a client that may not be reading: try, do not wait for it
@@ -39,7 +44,15 @@ log = logging.getLogger("bizcloud.webshell")
 
 class Peer(Protocol):
     async def receive(self) -> bytes | None: ...   # None: the client went away
-    async def send(self, data: bytes) -> None: ...
+    async def send(self, data: bytes, *, last: bool = False) -> None: ...   # last: may pass back-pressure
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a session ended: the reason (audit trail, last line) and the WebSocket close code."""
+
+    reason: str
+    close_code: int = CLOSE_NORMAL
 
 
 def notice(text: str) -> bytes:
@@ -65,20 +78,22 @@ def stall_limit(keepalive_s: float) -> float:
     return max(10.0, 3 * keepalive_s)
 
 
-async def _tell(peer: Peer, text: str) -> None:
-    """BizCloud's last line to the client, if it is still reading."""
+async def _tell(peer: Peer, text: str, recorder: Recorder | None) -> None:
+    """BizCloud's last line to the client (and the recording), for whenever it reads again."""
+    if recorder:
+        recorder.output(notice(text))
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(peer.send(notice(text)), NOTICE_TIMEOUT_S)
+        await asyncio.wait_for(peer.send(notice(text), last=True), NOTICE_TIMEOUT_S)
 
 
 async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None = None,
-                 keepalive_s: float = 20.0, stall_s: float | None = None) -> str:
-    """Pump bytes until either side ends; returns how the session ended (for the audit trail).
+                 keepalive_s: float = 20.0, stall_s: float | None = None) -> Ending:
+    """Pump bytes until either side ends; returns how the session ended (audit trail, close frame).
 
     ``stall_s`` (default ``stall_limit(keepalive_s)``): how long one send to the client may wait.
     """
     activity = asyncio.Event()
-    ended = "client disconnected"
+    ended = Ending("client disconnected")
     stall = stall_limit(keepalive_s) if stall_s is None else stall_s
 
     async def downstream() -> None:
@@ -90,10 +105,9 @@ async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None
             try:
                 await asyncio.wait_for(peer.send(data), stall)
             except TimeoutError:
-                raise ClientStalled(f"the client read nothing for {stall:g} s: session closed "
-                                    "(its output is not held for it)") from None
-        ended = await session.ending()
-        await _tell(peer, ended)
+                raise ClientStalled.not_reading(stall) from None
+        ended = Ending(await session.ending())
+        await _tell(peer, ended.reason, recorder)
 
     async def upstream() -> None:
         while (message := await peer.receive()) is not None:
@@ -127,11 +141,12 @@ async def bridge(peer: Peer, session: ShellSession, *, recorder: Recorder | None
         for task in done:
             error = task.exception()
             if isinstance(error, ShellError):
-                ended = error.message
-                await _tell(peer, ended)
+                code = error.close_code if isinstance(error, ClientStalled) else CLOSE_NORMAL
+                ended = Ending(error.message, code)
+                await _tell(peer, ended.reason, recorder)
             elif error is not None:
                 log.warning("shell %s: %s: %s", session.target, type(error).__name__, error)
-                ended = f"error: {error}"
+                ended = Ending(f"error: {error}", 1011)
     finally:
         for task in tasks:
             task.cancel()

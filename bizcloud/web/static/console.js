@@ -97,11 +97,15 @@
         ws.send(frame(RESIZE, enc.encode(JSON.stringify({ cols: term.cols, rows: term.rows }))));
     };
     ws.onopen = () => { state.textContent = "connected"; sendResize(); term.focus(); };
-    ws.onmessage = (ev) => term.write(new Uint8Array(ev.data));
-    ws.onclose = (ev) => {
-      state.textContent = "closed";
+    let last = new Uint8Array(0);
+    ws.onmessage = (ev) => { last = new Uint8Array(ev.data); term.write(last); };
+    ws.onclose = (ev) => {   // the server's reason (a stalled client, say) unless its last line said it
+      state.textContent = ev.reason ? `closed (${ev.code}): ${ev.reason}` : "closed";
       window.bizcloudShellClosed = true;
-      if (ev.code !== 1000 && ev.code !== 1005) term.write(`\r\n\x1b[1;31m[bizcloud] connection closed (${ev.code})\x1b[0m\r\n`);
+      window.bizcloudShellClose = { code: ev.code, reason: ev.reason };
+      const said = ev.reason && new TextDecoder().decode(last).includes(ev.reason);
+      if (ev.code !== 1000 && ev.code !== 1005 && !said)
+        term.write(`\r\n\x1b[1;31m[bizcloud] connection closed (${ev.code})${ev.reason ? `: ${ev.reason}` : ""}\x1b[0m\r\n`);
     };
     term.onData((data) => {   // a huge paste goes out in bounded frames
       const bytes = enc.encode(data);
