@@ -9,10 +9,11 @@ service's password (read through ``MysqlCredentials``) and exactly the declared 
 
 1. read back, in one round trip: the scoped users' accounts whose host is an IP literal, their
    password hashes, database privileges and any privilege beyond the database level — all of
-   them on a full converge (the worker's resync, the first converge of a target, after a
-   failure, on a new admin session, and at least every ``FULL_READ_EVERY_S``), otherwise only
-   the accounts whose desired state changed since the last converge (``concerned_accounts``): a
-   pod's arrival among a thousand accounts reads one account, not a thousand;
+   them on a full converge (the worker's resync, a plan that changed nothing, the first
+   converge of a target, after a failure, on a new admin session, and at least every
+   ``FULL_READ_EVERY_S``), otherwise only the accounts whose desired state changed since the
+   last converge (``concerned_accounts``): a pod's arrival among a thousand accounts reads one
+   account, not a thousand;
 2. decide (pure, ``plan_changes``): create missing accounts, ``ALTER USER`` a changed password,
    revoke extra and grant missing privileges, drop accounts that are no longer desired;
 3. apply, all statements and the listing of live sessions in one round trip (multi-statement
@@ -406,9 +407,11 @@ class MysqlExecutor:
 
     Keeps one admin session per server open (``AdminSessions``); call ``close``/``aclose`` at
     shutdown. A converge reads back every owned account when asked (``everything``: the
-    worker's resync), the first time it meets a target, after a failure, on a new admin
-    session, when the scope changed, and at least every ``full_every`` seconds; otherwise only
-    the accounts whose desired state changed since the last converge (``concerned_accounts``).
+    worker's resync), when its plan changed nothing since the last converge (the worker only
+    converges an unchanged target to check it), the first time it meets a target, after a
+    failure, on a new admin session, when the scope changed, and at least every ``full_every``
+    seconds; otherwise only the accounts whose desired state changed since the last converge
+    (``concerned_accounts``).
     """
 
     kind = Kind.MYSQL
@@ -479,7 +482,9 @@ class MysqlExecutor:
             # a new session may meet a restarted or restored server: read everything back then too
             if not everything and not fresh and known is not None and known.users == tuple(users) \
                     and now - known.full_at < self._full_every:
-                concerned = concerned_accounts(known, desired, hashes)
+                # a plan that changed nothing is the worker checking (its resync, a config
+                # change): read everything back then, so drift is repaired with or without the flag
+                concerned = concerned_accounts(known, desired, hashes) or None
             try:
                 with conn.cursor() as cursor:
                     changes = self._apply(cursor, target, users, desired, passwords=passwords, hashes=hashes,
@@ -496,8 +501,6 @@ class MysqlExecutor:
     def _apply(cursor: Any, target: str, users: list[str], desired: dict[Account, Desired], *,
                passwords: dict[Account, str], hashes: dict[Account, str],
                concerned: set[Account] | None) -> Changes:
-        if concerned is not None and not concerned:
-            return Changes((), (), ())
         hosts = sorted({ip for _, ip in concerned}) if concerned is not None else None
         actual = read_actual(cursor, users, hosts)
         wanted = desired

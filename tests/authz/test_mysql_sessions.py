@@ -197,6 +197,10 @@ async def test_an_incremental_converge_reads_only_what_changed_and_a_full_one_re
                                      everything=True)
     assert result.added == (grant(user, POD_A),) and executor.full_reads == 2  # DELETE revoked
     assert "DELETE" not in str(admin_query(pair, "SHOW GRANTS FOR %s@%s", (user, POD_A)))
+    # a plan that changed nothing is a check (the worker's resync): everything is read back too
+    admin_query(pair, "GRANT DELETE ON `demo`.* TO %s@%s", (user, POD_B))
+    result = await executor.converge(plan(MASTER, user, grant(user, POD_A), grant(user, POD_B)))
+    assert result.added == (grant(user, POD_B),) and executor.full_reads == 3
 
 
 async def test_full_every_bounds_how_long_drift_can_last(pair: MariaDbPair, credentials: DictCredentials,
@@ -205,8 +209,8 @@ async def test_full_every_bounds_how_long_drift_can_last(pair: MariaDbPair, cred
     try:
         await executor.converge(plan(MASTER, user, grant(user, POD_A)))
         admin_query(pair, "DROP USER %s@%s", (user, POD_A))
-        result = await executor.converge(plan(MASTER, user, grant(user, POD_A)))
-        assert result.added == (grant(user, POD_A),) and executor.full_reads == 2
+        result = await executor.converge(plan(MASTER, user, grant(user, POD_A), grant(user, POD_B)))
+        assert result.added == (grant(user, POD_A), grant(user, POD_B)) and executor.full_reads == 2
     finally:
         executor.close()
 
