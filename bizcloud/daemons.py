@@ -172,6 +172,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         for task in list(background):
             task.cancel()
         await dispatcher.stop()
+        await authz.aclose()
     if soa is not None:
         soa.close()
     wakeups.close()

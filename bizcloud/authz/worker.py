@@ -143,7 +143,8 @@ class AuthzWorker:
                             r.service, r.env, r.pod, r.ip, r.dependency, r.message)
         keys = [key for key, target in plan.plans.items()
                 if everything or self._done.get(key) != target or key in self._failures]
-        await asyncio.gather(*(self._converge_target(plan.plans[key], plan, trigger) for key in keys))
+        await asyncio.gather(*(self._converge_target(plan.plans[key], plan, trigger, everything=everything)
+                               for key in keys))
         await self._open_gates(plan)
         return plan
 
@@ -171,7 +172,8 @@ class AuthzWorker:
             log.info("gate %s pod=%s/%s reason=%s message=%r", "opened" if condition.status else "held",
                      instance.namespace, instance.pod, condition.reason, condition.message)
 
-    async def _converge_target(self, target: TargetPlan, plan: Desired, trigger: str) -> bool:
+    async def _converge_target(self, target: TargetPlan, plan: Desired, trigger: str, *,
+                               everything: bool = False) -> bool:
         key = (target.kind, target.target)
         executor = self._executors.get(target.kind)
         if executor is None:
@@ -181,7 +183,7 @@ class AuthzWorker:
             started = time.perf_counter()
             reasons = {g: plan.reasons.get(g, ()) for g in target.desired}
             try:
-                result = await executor.converge(target)
+                result = await executor.converge(target, everything=everything)
             except Exception as e:  # any failure: pending, retried; never lost, never fatal
                 message = e.one_line() if isinstance(e, BizCloudError) else f"{type(e).__name__}: {e}"
                 self._failures[key] = attempts
@@ -285,6 +287,18 @@ class AuthzWorker:
                 await asyncio.wait_for(stop.wait(), timeout=pause)
         for task in list(self._retrying.values()):
             task.cancel()
+
+    async def aclose(self) -> None:
+        """Close what executors keep open (MySQL admin sessions) once nothing converges any more."""
+        if self._kick_task is not None:
+            self._kick_task.cancel()
+        for task in list(self._retrying.values()):
+            task.cancel()
+        for executor in self._executors.values():
+            close = getattr(executor, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     def last_plan(self) -> Desired | None:
         return self._last
