@@ -8,7 +8,8 @@ subclass, used by ``bizcloud server``, changes three things, for the WebShell's 
 
 - a late pong ends the session as ``ClientUnresponsive``: the application gets the disconnect at
   once (code and reason), and the client is sent the terminal's last line and a close frame with
-  that code and reason, queued behind whatever it has not read yet;
+  that code and reason, queued behind whatever it has not read yet; the socket then stays open
+  (``close_timeout``) for the client's close reply, so a client that reads again is told cleanly;
 - a message the application sends with ``LAST`` set (the last line, the close frame) is queued at
   once instead of waiting for a full write buffer to drain: it is small, and it is what tells a
   stalled client why, if it ever reads again;
@@ -50,13 +51,9 @@ class ShellWebSocketProtocol(WebSocketsSansIOProtocol):
         gone = ClientUnresponsive.no_pong(self.ping_timeout)
         self.pong_timer = None
         self.pending_ping_payload = None
-        disconnect = {"type": "websocket.disconnect", "code": gone.close_code, "reason": gone.message}
-        self.queue.put_nowait(disconnect)  # type: ignore[arg-type]
         self.conn.send_binary(notice(gone.message))
-        self.conn.fail(gone.close_code, gone.message)
+        self._start_closing(gone.close_code, gone.message)
         self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        self.transport.close()
         self._abort_later()
 
     async def send(self, message: Any) -> None:
@@ -67,15 +64,24 @@ class ShellWebSocketProtocol(WebSocketsSansIOProtocol):
             data = message.get("bytes")
             self.conn.send_binary(data if data is not None else str(message.get("text", "")).encode())
         elif message["type"] == "websocket.close":
-            code, reason = int(message.get("code", 1000)), str(message.get("reason") or "")
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self.conn.send_close(code, reason)
-            self.close_sent = True
-            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+            self._start_closing(int(message.get("code", 1000)), str(message.get("reason") or ""))
         else:
             await super().send(message)
             return
         self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def _start_closing(self, code: int, reason: str) -> None:
+        """The closing handshake, as the RFC has it: our close frame, then wait (``close_timeout``) for
+        the client's, reading meanwhile. Closing the socket at once would make the client's pong or
+        close reply, sent when it reads our frames, meet a reset — and a browser then reports 1006
+        with no reason instead of the code and reason it was sent."""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     async def run_asgi(self) -> None:
         await super().run_asgi()

@@ -4,15 +4,21 @@ Two servers of the module's own (own databases, ports 18940-18945, a 1-second ke
 the other path out of the way, so each test shows one path:
 
 - *stopped reading* (back-pressure: one send to the client waits ``BIZCLOUD_SHELL_STALL_S``=4 s;
-  ping timeout 120 s): a `websockets` client floods its shell with ``yes`` and stops reading its
-  socket; when it reads again it finds the last line and the close frame 4001 with the reason;
-- *stopped answering pings* (``BIZCLOUD_SHELL_PING_TIMEOUT_S``=3 s; stall limit 120 s): real
-  Chromium on the console's shell page, through a TCP relay the test pauses (a network that stops
-  passing the server's bytes: no ping reaches the browser, no pong comes back); once the relay
-  passes bytes again, the terminal shows the last line and the page the close code 4002 and reason.
+  ping timeout 120 s): a bare-socket client (``raw_ws``: a 4 KiB receive buffer, and nothing reads
+  the socket between its calls — client libraries keep reading in the background) floods its shell
+  with ``yes`` and stops reading; the kernel buffers fill and the server's send waits. When the
+  client reads again it finds the last line and the close frame 4001 with the reason;
+- *stopped answering pings* (``BIZCLOUD_SHELL_PING_TIMEOUT_S``=3 s; stall limit 120 s): a
+  bare-socket client that reads everything and never answers a ping gets the last line and 4002
+  with the reason; and real Chromium on the console's shell page, through a TCP relay the test
+  pauses (a network that stops passing the server's bytes: no ping reaches the browser, no pong
+  comes back): once the relay passes bytes again, the terminal shows the last line and the page
+  the close code 4002 and reason. The browser's pong and close reply must still reach the server
+  then: a server that closed its socket at once would answer them with a reset, and the browser
+  would report 1006 (``ShellWebSocketProtocol`` waits for the closing handshake).
 
-Both sessions' audit entries end with the reason. The shells are into a sample pod of the
-module's throwaway namespace.
+All sessions' audit entries end with the reason and the close code. The shells are into a sample
+pod of the module's throwaway namespace. Every test is bounded (``pytest.mark.timeout``).
 """
 
 from __future__ import annotations
@@ -29,14 +35,13 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from bizcloud.accounts.roles import Role
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.settings import Settings
 from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
-from tests.e2e.console_fixtures import browser, create_users, in_thread, login, own_stack
+from tests.e2e.console_fixtures import browser, create_users, login, own_stack
+from tests.e2e.raw_ws import RawWebSocket, plain
 from tests.e2e.test_console import _terminal_text
 
 __all__ = ["browser"]  # the shared Chromium fixture
@@ -45,11 +50,6 @@ pytestmark = pytest.mark.e2e
 
 STALL_S, PING_TIMEOUT_S, OUT_OF_THE_WAY_S = 4, 3, 120
 READING_PORT, PINGS_PORT, RELAY_PORT = 18940, 18942, 18944
-ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
-
-
-def _plain(data: bytes) -> str:
-    return ANSI.sub("", data.decode(errors="replace")).replace("\r", "")
 
 
 @dataclass
@@ -105,39 +105,60 @@ def _shell_audit(server: Server, target: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.skip(reason="known broken test client: with websockets 17, max_queue=1 does not stop "
-                         "the client reading its socket, so the server's send never waits and the "
-                         "flood is read forever; needs a raw-socket client that really stops reading")
-@in_thread
-async def test_a_client_that_stops_reading_is_told_so_when_it_reads_again(
+def _raw_shell(server: Server, namespace: str, pod: str, *, rcvbuf: int | None = None) -> RawWebSocket:
+    port = int(server.url.rsplit(":", 1)[1])
+    return RawWebSocket("127.0.0.1", port, f"/api/v1/shell/kube/{namespace}/{pod}",
+                        headers={"Authorization": f"Bearer {server.token}"}, rcvbuf=rcvbuf)
+
+
+@pytest.mark.timeout(300)  # the module's fixtures (server, pod) included
+def test_a_client_that_stops_reading_is_told_so_when_it_reads_again(
         reading_server: Server, namespace: str, pod: str) -> None:
-    url = f"{reading_server.url.replace('http', 'ws')}/api/v1/shell/kube/{namespace}/{pod}"
-    headers = {"Authorization": f"Bearer {reading_server.token}"}
-    # max_queue=1: the client library stops reading its socket once one message waits unread.
-    async with connect(url, additional_headers=headers, max_queue=1, ping_interval=None,
-                       max_size=1 << 22) as ws:
-        await ws.send(b"\x00echo flooding; yes $(printf '%01023d' 0)\n")
-        seen, deadline = b"", time.monotonic() + 30
-        while True:
-            seen = seen[-8192:] + bytes(await asyncio.wait_for(ws.recv(), 20))  # type: ignore[arg-type]
-            if re.search(r"^flooding\s*$", _plain(seen), re.M):
-                break
-            assert time.monotonic() < deadline, f"no 'flooding' line: {seen[-300:]!r}"
-        await asyncio.sleep(STALL_S + 4)  # reads nothing: the server's send waits past the stall limit
-        tail = b""
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                tail = (tail + bytes(await asyncio.wait_for(ws.recv(), 20)))[-4096:]  # type: ignore[arg-type]
-        reason = f"session closed: the client stopped reading for {STALL_S} s"
-        assert reason in _plain(tail), tail[-300:]
-        assert (ws.close_code, ws.close_reason) == (4001, reason)
+    """A client that truly stops reading: a bare socket with a 4 KiB receive buffer that stops calling
+    ``recv`` while its shell floods. The kernel buffers fill, the server's send waits, and after
+    ``STALL_S`` the server gives up; when the client reads again it finds, after the flood, the
+    last line and the close frame 4001 with the reason."""
+    reason = f"session closed: the client stopped reading for {STALL_S} s"
+    with _raw_shell(reading_server, namespace, pod, rcvbuf=4096) as ws:
+        ws.send_binary(b"\x00echo flooding; yes $(printf '%01023d' 0)\n")
+        ws.read_until(r"^flooding\s*$")
+        # Reads nothing: the server's send waits past the stall limit, and the server gives up. It
+        # keeps the connection LINGER_S (10 s) after that, so the client reads again well before.
+        time.sleep(STALL_S + 3)
+        tail, close = ws.read_to_close(deadline_s=30)
+    assert reason in plain(tail), tail[-300:]
+    assert close is not None, f"the connection ended without a close frame; last data {tail[-300:]!r}"
+    assert close.close == (4001, reason)
     record = _shell_audit(reading_server, f"kube:{namespace}/{pod}")
     assert record["detail"]["outcome"] == reason and record["detail"]["close_code"] == 4001
 
 
+@pytest.mark.timeout(300)  # the module's fixtures (server, pod) included
+def test_a_client_that_stops_answering_pings_is_told_so(pings_server: Server, namespace: str,
+                                                         pod: str) -> None:
+    """A client that reads everything but never answers a ping (a bare socket: libraries answer on
+    their own): after ``PING_TIMEOUT_S`` unanswered the server says so in the terminal's last line,
+    closes with 4002 and the reason, and the audit entry ends with both."""
+    reason = f"session closed: the client did not answer pings for {PING_TIMEOUT_S} s"
+    with _raw_shell(pings_server, namespace, pod) as ws:
+        ws.send_binary(b"\x00echo ready\n")
+        ws.read_until(r"^ready\s*$")
+        started = time.monotonic()
+        tail, close = ws.read_to_close(deadline_s=1 + PING_TIMEOUT_S + 15)
+        waited = time.monotonic() - started
+    assert reason in plain(tail), tail[-300:]
+    assert close is not None, f"the connection ended without a close frame; last data {tail[-300:]!r}"
+    assert close.close == (4002, reason)
+    assert waited < 1 + PING_TIMEOUT_S + 2, f"dropped after {waited:.1f} s, not within a ping and its timeout"
+    record = _shell_audit(pings_server, f"kube:{namespace}/{pod}")
+    assert record["detail"]["outcome"] == reason and record["detail"]["close_code"] == 4002
+
+
 class Relay:
     """A TCP relay to the server whose server-to-client direction the test can pause: a network
-    that stops passing the server's bytes (its pings among them) and passes them again later."""
+    that stops passing the server's bytes (its pings among them) and passes them again later.
+    A side that closes is closed on the other side too (as a host's socket would be: what comes
+    after meets a reset), so a server that closes before the closing handshake fails the test."""
 
     def __init__(self, listen: int, upstream: int) -> None:
         self.listen, self.upstream = listen, upstream
@@ -179,9 +200,7 @@ class Relay:
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
 
 
-@pytest.mark.skip(reason="work in progress: the server side passes (the audit entry ends 'session "
-                         "closed: the client did not answer pings for 3 s', close_code 4002) but the "
-                         "browser sees 1006: the test relay loses the last line and close frame")
+@pytest.mark.timeout(300)
 def test_a_browser_that_stops_answering_pings_is_told_so_in_the_terminal(
         browser: Any, pings_server: Server, namespace: str, pod: str) -> None:
     with Relay(RELAY_PORT, PINGS_PORT) as relay:
