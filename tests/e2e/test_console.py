@@ -35,6 +35,7 @@ from bizcloud.kube.kubectl import Kubectl
 from bizcloud.settings import Settings
 from tests.e2e.conftest import demo_deployment, ready_pods, wait_for
 from tests.e2e.console_fixtures import browser, create_users, in_thread, login, own_stack
+from tests.e2e.raw_ws import OP_CLOSE, RawWebSocket
 
 __all__ = ["browser"]  # the shared Chromium fixture
 
@@ -244,32 +245,47 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-@in_thread
-async def test_a_client_that_stops_reading_does_not_grow_the_servers_memory(console: Console,
-                                                                            kubectl: Kubectl) -> None:
+def _send_queue(local_port: int, remote_port: int) -> int:
+    """Bytes the kernel holds unsent on the server's side of one loopback connection (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (local_port, remote_port):
+            return int(fields[4].split(":")[0], 16)
+    raise AssertionError(f"no connection {local_port} -> {remote_port}")
+
+
+@pytest.mark.timeout(300)  # the module's fixtures included
+def test_a_client_that_stops_reading_does_not_grow_the_servers_memory(console: Console,
+                                                                      kubectl: Kubectl) -> None:
     """The shell floods its output (`yes` with 1 KiB lines; tens of MB/s when read) to a client that
-    reads nothing for 12 s: the server's memory stays flat (the pipeline waits: nothing is queued
-    for the client), and once the client reads again the same session flows at full speed.
-    (A client that reads nothing for 3 keepalives while a send waits is dropped: ``stall_limit``.)"""
+    truly reads nothing for 7 s — a bare socket with a 4 KiB receive buffer that stops calling
+    ``recv`` (client libraries keep reading in the background): the kernel's buffers fill (the
+    server's side holds unsent bytes throughout), the server's memory stays flat (the pipeline
+    waits: nothing is queued for the client), and once the client reads again the same session
+    flows at full speed. (A client that reads nothing for 3 keepalives — 10 s here — while a send
+    waits is dropped: ``stall_limit``; ``test_shell_stall`` shows that.)"""
     pod = _pods(kubectl, console)[0]
-    url = f"{console.ws_url}/api/v1/shell/kube/{console.namespace}/{pod}"
     before = _rss_mib(console.server_pid)
-    peak, delivered = before, 0
-    # max_queue=1: the client library stops reading the socket once one message waits unread.
-    async with connect(url, additional_headers=_headers(console, "olga"), max_queue=1, ping_interval=None,
-                       max_size=1 << 22) as ws:
-        await ws.send(b"\x00echo flooding; yes $(printf '%01023d' 0)\n")
-        await _read_until(ws, r"^flooding\s*$")
+    peak, delivered, queued = before, 0, []
+    with RawWebSocket("127.0.0.1", SERVER_PORT, f"/api/v1/shell/kube/{console.namespace}/{pod}",
+                      headers=_headers(console, "olga"), rcvbuf=4096, answer_pings=True) as ws:
+        ws.send_binary(b"\x00echo flooding; yes $(printf '%01023d' 0)\n")
+        ws.read_until(r"^flooding\s*$")
+        client_port = ws.sock.getsockname()[1]
         stalled = time.monotonic()
-        while time.monotonic() - stalled < 12:  # reads nothing (the server drops it after 20 s unponged)
-            await asyncio.sleep(0.5)
+        while time.monotonic() - stalled < 7:  # reads nothing, within the stall limit
+            time.sleep(0.5)
             peak = max(peak, _rss_mib(console.server_pid))
+            queued.append(_send_queue(SERVER_PORT, client_port))
         reading = time.monotonic()
         while time.monotonic() - reading < 5:
-            delivered += len(await asyncio.wait_for(ws.recv(), 5))
+            frame = ws.recv()
+            assert frame.opcode != OP_CLOSE, f"the session was closed: {frame.close}"
+            delivered += len(frame.payload)
+    assert min(queued[2:]) > 0, f"the server's side never held unsent bytes: {queued}: the client read"
     rate = delivered / 5 / (1 << 20)
     assert rate > 5, f"only {rate:.1f} MiB/s came once reading: the shell did not flood"
-    # Unbounded buffering would have held 12 s x that rate; the server grew by less than 64 MiB.
+    # Unbounded buffering would have held 7 s x that rate; the server grew by less than 64 MiB.
     assert peak - before < 64, f"the server grew from {before:.0f} MiB to {peak:.0f} MiB ({rate:.0f} MiB/s)"
 
 
