@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import uvicorn
 from prometheus_client import Gauge, start_http_server
 from sqlalchemy import Engine
 
@@ -53,8 +52,6 @@ from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 from bizcloud.soa.registry import SoaRegistry
-from bizcloud.web.app import create_app
-from bizcloud.web.ws_protocol import ShellWebSocketProtocol
 
 log = logging.getLogger("bizcloud.daemons")
 
@@ -226,6 +223,13 @@ def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_
 
 def server_main(settings: Settings) -> None:
     """`bizcloud server`: the REST API (OpenAPI at /openapi.json, metrics at /metrics)."""
+    # Imported here: FastAPI and the web app take a third of a second to import, which every
+    # monitor start (and its 10,000-pod backlog) would otherwise pay for a server it never runs.
+    import uvicorn  # noqa: PLC0415 - keeps FastAPI out of the monitor's start
+
+    from bizcloud.web.app import create_app  # noqa: PLC0415
+    from bizcloud.web.ws_protocol import ShellWebSocketProtocol  # noqa: PLC0415
+
     configure_logging()
     app = create_app(database_url=settings.resolved_database_url(), poll_interval=settings.catalog_poll_s,
                      wakeup=(settings.server_host, settings.server_port), settings=settings)
