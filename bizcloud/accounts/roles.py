@@ -5,7 +5,9 @@ and records the answer in the audit trail; the release side (deploy, scale) asks
 
 - viewer: reads only.
 - developer: deploy, scale and shell in non-production environments, on services they own
-  (a service's ``owner`` field lists user names); may create services and edit the ones they own.
+  (a service's ``owner`` field lists user names); may create services and edit the ones they own;
+  may create and delete one-click test environments (any name but a production one): QA gets a
+  whole environment without waiting for ops.
 - ops: everything in every environment.
 - admin: everything ops may, plus users and tokens of others.
 """
@@ -30,7 +32,8 @@ class Action(StrEnum):
     SCALE = "scale"
     CREATE_SERVICE = "create-service"
     EDIT_SERVICE = "edit-service"        # update or delete one service
-    MANAGE_PLATFORM = "manage-platform"  # environments, routes, anything not owned by one service
+    TEST_ENVIRONMENT = "test-environment"  # `env create|delete`: a one-click environment
+    MANAGE_PLATFORM = "manage-platform"  # routes, the inventory, anything not owned by one service
     MANAGE_USERS = "manage-users"
 
 
@@ -68,8 +71,12 @@ def decide(*, user: str, role: Role, action: Action, service: str | None = None,
     # developer
     if action is Action.CREATE_SERVICE:
         return Decision(True, "a developer may create services")
+    if action is Action.TEST_ENVIRONMENT:
+        if env is None or env in production_envs:
+            return Decision(False, f"a developer may not create or delete production environment {env}")
+        return Decision(True, f"a developer may create and delete test environment {env}")
     if action is Action.MANAGE_PLATFORM:
-        return Decision(False, "environments and routes are managed by ops")
+        return Decision(False, "routes and the inventory are managed by ops")
     if service is None or user not in owners:
         return Decision(False, f"{user} does not own service {service or '(none)'}: ask its owner or ops")
     if action is Action.EDIT_SERVICE:

@@ -28,6 +28,10 @@ NOBODY: frozenset[str] = frozenset()
     (D, Action.EDIT_SERVICE, NOBODY, None, False),
     (D, Action.CREATE_SERVICE, NOBODY, None, True),
     (D, Action.MANAGE_PLATFORM, OWNED, "dev", False),
+    (D, Action.TEST_ENVIRONMENT, NOBODY, "qa-42", True),    # QA's one-click environment
+    (D, Action.TEST_ENVIRONMENT, NOBODY, "prod", False),
+    (D, Action.TEST_ENVIRONMENT, NOBODY, None, False),
+    (V, Action.TEST_ENVIRONMENT, NOBODY, "qa-42", False),
     (D, Action.MANAGE_USERS, OWNED, None, False),
     # ops: everything but users
     (OPS, Action.SHELL, NOBODY, "prod", True),
