@@ -122,6 +122,14 @@ def _has_default_service_account(kubectl: Kubectl, namespace: str) -> bool:
     return kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0
 
 
+def deploy_sample_alone(settings: Settings) -> None:
+    """The sample deployed as `make up` does, but with no BizCloud monitor running: its pods are
+    made without the ``bizcloud.io/authorized`` gate (nothing here would open it), as on a cluster
+    with ``BIZCLOUD_RELEASE_AUTHORIZED_GATE=false``."""
+    alone = settings.model_copy(update={"release_authorized_gate": False})
+    stack.deploy_sample(alone, step=lambda _: None)
+
+
 def demo_deployment(*, name: str, namespace: str, image: str, replicas: int, service: str | None = None,
                     group: str = "normal") -> str:
     """A Deployment of the sample app with BizCloud's labels, as kubectl-ready JSON."""

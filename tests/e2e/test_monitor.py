@@ -29,7 +29,7 @@ from bizcloud.cluster import lifecycle, processes
 from bizcloud.kube.kubectl import Kubectl
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 from bizcloud.settings import Settings
-from tests.e2e.conftest import cli, demo_deployment, metric, ready_pods, wait_for
+from tests.e2e.conftest import cli, demo_deployment, deploy_sample_alone, metric, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -213,7 +213,7 @@ def test_the_server_and_monitor_of_make_up_catalogue_the_sample(real_cluster: Se
         "state_dir": tmp_path / "state", "kubeconfig": lifecycle.layout_of(real_cluster).admin_kubeconfig,
         "server_port": free_port(), "monitor_metrics_port": free_port(),
         "monitor_lease_name": f"e2e-{uuid.uuid4().hex[:6]}"})
-    stack.deploy_sample(real_cluster, step=lambda _: None)
+    deploy_sample_alone(real_cluster)
     try:
         stack.start_daemons(settings, step=lambda _: None)
         stack.wait_for_sample_in_catalog(settings, timeout=30)

@@ -16,7 +16,7 @@ from bizcloud.cluster.configs import cgroup_root
 from bizcloud.cluster.versions import KUBERNETES_VERSION
 from bizcloud.kube.kubectl import Kubectl, is_ready
 from bizcloud.settings import Settings
-from tests.e2e.conftest import cli, demo_deployment, ready_pods, wait_for
+from tests.e2e.conftest import cli, demo_deployment, deploy_sample_alone, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,7 @@ def test_status_json_names_every_component_and_its_endpoint(real_cluster: Settin
 
 
 def test_the_sample_service_runs_in_dev_and_names_its_pod(real_cluster: Settings, kubectl: Kubectl) -> None:
-    stack.deploy_sample(real_cluster, step=lambda _: None)
+    deploy_sample_alone(real_cluster)
     urls = stack.sample_urls(real_cluster)
     assert urls
     for url in urls:

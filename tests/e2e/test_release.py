@@ -25,7 +25,7 @@ from bizcloud.kube.kubectl import Kubectl
 from bizcloud.kube.objectdiff import Action
 from bizcloud.release.deploy import Releaser
 from bizcloud.release.environments import create_environment, delete_environment
-from bizcloud.release.params import IMAGE_ID_ANNOTATION
+from bizcloud.release.params import IMAGE_ID_ANNOTATION, Platform
 from bizcloud.release.scale import scale
 from bizcloud.settings import Settings
 from tests.e2e.conftest import ready_pods, wait_for
@@ -60,7 +60,9 @@ def v2_image(sample_image: str, real_cluster: Settings) -> str:
 
 @pytest.fixture
 async def releaser(kube: KubeClient, configs: ConfigStore) -> AsyncIterator[Releaser]:
-    yield Releaser(kube, configs, rollout_timeout=180)
+    # No monitor runs in this module, so its pods are made without the `bizcloud.io/authorized`
+    # gate (tests/e2e/test_gray.py and test_authz.py deploy with it, beside a monitor that opens it).
+    yield Releaser(kube, configs, platform=Platform(authorized_gate=False), rollout_timeout=180)
 
 
 @pytest.fixture(scope="module", autouse=True)
