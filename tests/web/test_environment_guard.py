@@ -10,28 +10,14 @@ import httpx
 import pytest
 
 from bizcloud.accounts.roles import Role
-from bizcloud.accounts.store import AccountStore
-from bizcloud.catalog.db import make_engine
-from tests.catalog.conftest import db_url
-from tests.catalog.test_api import Server, server
-
-__all__ = ["db_url", "server"]
+from tests.catalog.test_api import Server
+from tests.web.conftest import signed_in
 
 
 @pytest.fixture
 async def clients(server: Server) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    engine = make_engine(server.db_url)
-    accounts = AccountStore(engine)
-    tokens = {}
-    for name, role in (("dina", Role.DEVELOPER), ("vera", Role.VIEWER)):
-        accounts.create_user(name=name, password=f"{name}-password", role=role)
-        tokens[name] = accounts.issue_token(user=name)
-    engine.dispose()
-    async with (httpx.AsyncClient(base_url=server.base_url,
-                                  headers={"Authorization": f"Bearer {tokens['dina']}"}) as developer,
-                httpx.AsyncClient(base_url=server.base_url,
-                                  headers={"Authorization": f"Bearer {tokens['vera']}"}) as viewer):
-        yield {"developer": developer, "viewer": viewer}
+    async with signed_in(server, {"dina": Role.DEVELOPER, "vera": Role.VIEWER}) as users:
+        yield {"developer": users["dina"], "viewer": users["vera"]}
 
 
 async def test_a_developer_may_make_and_remove_a_test_environment(

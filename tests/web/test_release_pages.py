@@ -10,42 +10,30 @@ import httpx
 import pytest
 
 from bizcloud.accounts.roles import Role
-from bizcloud.accounts.store import AccountStore
 from bizcloud.catalog.db import make_engine
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.release import gray_plan
 from bizcloud.release.store import ReleaseStore
-from tests.catalog.conftest import db_url
-from tests.catalog.test_api import Server, server
-
-__all__ = ["db_url", "server"]
+from tests.catalog.test_api import Server
+from tests.web.conftest import signed_in
 
 
 @pytest.fixture
 async def clients(server: Server) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    engine = make_engine(server.db_url)
-    accounts = AccountStore(engine)
-    tokens = {}
-    for name, role in (("olga", Role.OPS), ("vera", Role.VIEWER)):
-        accounts.create_user(name=name, password=f"{name}-password", role=role)
-        tokens[name] = accounts.issue_token(user=name)
-    CatalogStore(engine).create_service(name="shop", owner="dev1")
-    releases = ReleaseStore(engine)
-    entry = releases.record(service="shop", env="qa", action="deploy", user="olga",
-                            detail={"image": "shop:v1"})
-    releases.finish(entry, outcome="failed", message="rollout of Deployment bc-qa/shop failed: ErrImagePull")
-    state, _ = gray_plan.start(None, service="shop", env="qa", image="shop:v2", release="v2",
-                               base_image="shop:v1", base_release="v1", replicas=4, now=datetime.now(UTC),
-                               user="olga", ratio=25)
-    releases.put_gray(state)
-    engine.dispose()
-
-    def client(name: str) -> httpx.AsyncClient:
-        bearer = {"Authorization": f"Bearer {tokens[name]}"}
-        return httpx.AsyncClient(base_url=server.base_url, headers=bearer)
-
-    async with client("olga") as ops, client("vera") as viewer:
-        yield {"ops": ops, "viewer": viewer}
+    async with signed_in(server, {"olga": Role.OPS, "vera": Role.VIEWER}) as users:
+        engine = make_engine(server.db_url)
+        CatalogStore(engine).create_service(name="shop", owner="dev1")
+        releases = ReleaseStore(engine)
+        entry = releases.record(service="shop", env="qa", action="deploy", user="olga",
+                                detail={"image": "shop:v1"})
+        releases.finish(entry, outcome="failed",
+                        message="rollout of Deployment bc-qa/shop failed: ErrImagePull")
+        state, _ = gray_plan.start(None, service="shop", env="qa", image="shop:v2", release="v2",
+                                   base_image="shop:v1", base_release="v1", replicas=4,
+                                   now=datetime.now(UTC), user="olga", ratio=25)
+        releases.put_gray(state)
+        engine.dispose()
+        yield {"ops": users["olga"], "viewer": users["vera"]}
 
 
 async def test_the_service_page_shows_history_and_gray_with_controls_for_ops(

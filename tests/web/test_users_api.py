@@ -8,31 +8,15 @@ import httpx
 import pytest
 
 from bizcloud.accounts.roles import Role
-from bizcloud.accounts.store import AccountStore
-from bizcloud.catalog.db import make_engine
-from tests.catalog.conftest import db_url
-from tests.catalog.test_api import Server, server
-
-__all__ = ["db_url", "server"]  # the catalog's fixtures: the real app on uvicorn, on a migrated database
+from tests.catalog.test_api import Server
+from tests.web.conftest import signed_in
 
 
 @pytest.fixture
 async def clients(server: Server) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """One client per user: ``root`` (the only admin), ``olga`` (ops)."""
-    engine = make_engine(server.db_url)
-    accounts = AccountStore(engine)
-    tokens = {}
-    for name, role in (("root", Role.ADMIN), ("olga", Role.OPS)):
-        accounts.create_user(name=name, password=f"{name}-password", role=role)
-        tokens[name] = accounts.issue_token(user=name)
-    engine.dispose()
-
-    def client(name: str) -> httpx.AsyncClient:
-        bearer = {"Authorization": f"Bearer {tokens[name]}"}
-        return httpx.AsyncClient(base_url=server.base_url, headers=bearer)
-
-    async with client("root") as root, client("olga") as olga:
-        yield {"root": root, "olga": olga}
+    async with signed_in(server, {"root": Role.ADMIN, "olga": Role.OPS}) as users:
+        yield users
 
 
 async def test_the_last_admin_cannot_demote_disable_or_delete_themself(
