@@ -55,6 +55,13 @@ class RevisionWatch:
             return False
         finally:
             self._waiters -= 1
+            if self._waiters == 0 and self._poller is not None:
+                # The last waiter left: stop now, not after the poller's next read and interval
+                # (a read queued for a busy thread pool could outlive the waiter by far). A new
+                # waiter starts a new poller; this one is forgotten, so it cannot be mistaken
+                # for a live one while its cancellation is still on its way.
+                self._poller.cancel()
+                self._poller = None
 
     def poke(self, revision: int | None = None) -> None:
         """Look at the database now instead of at the next interval (nothing to do while no one waits).

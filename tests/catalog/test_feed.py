@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from bizcloud.catalog.feed import RevisionWatch
 
@@ -50,3 +51,27 @@ async def test_close_releases_waiters() -> None:
     await watch.close()
     assert await asyncio.wait_for(waiter, 1) is False
     assert not watch.polling
+
+
+async def test_stops_as_the_last_waiter_leaves_even_in_a_slow_read() -> None:
+    """The flake this pins: under load the poller's read (a worker thread) outlived the waiter, so
+    ``polling`` stayed True after the waiter left and a read ran after it. Now it stops at once."""
+    release = threading.Event()
+
+    class Slow(Counter):
+        def __call__(self) -> int:
+            self.calls += 1
+            release.wait(2)
+            return self.value
+
+    latest = Slow()
+    watch = RevisionWatch(latest, interval=0.01)
+    assert await watch.wait_beyond(0, timeout=0.05) is False
+    assert not watch.polling
+    release.set()
+    calls = latest.calls
+    await asyncio.sleep(0.05)
+    assert latest.calls == calls and not watch.polling
+    # and a new waiter gets a poller of its own
+    latest.value = 3
+    assert await watch.wait_beyond(0, timeout=1) is True
