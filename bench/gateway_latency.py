@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import json
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -116,6 +118,32 @@ class TableWatch(Observer):
             time.sleep(self.interval)
 
 
+class StreamWatch(Observer):
+    """Follows the server's change stream as the gateway's syncer does (long polls of ``/changes``)
+    and keeps when each instance's first UP came out of it, by uid: the split of committed -> in the
+    table into the server's part (wake-up, read, answer) and the syncer + push + nginx part."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.answered: dict[str, float] = {}
+        super().__init__()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.api, timeout=40) as client:
+            since = int(client.get("/api/v1/instances", params={"service": "-"}).json()["revision"])
+            while not self.stop.is_set():
+                try:
+                    page = client.get("/api/v1/changes", params={"since": since, "wait": 5,
+                                                                 "limit": 1000}).json()
+                except httpx.HTTPError:
+                    continue
+                now = time.time()
+                for change in page["changes"]:
+                    if change["type"] == "UP":
+                        self.answered.setdefault(str(change["uid"]), now)
+                since = int(page["next"])
+
+
 class FirstAnswer(Observer):
     """Requests through the gateway back to back; keeps when each pod (by name) first answered."""
 
@@ -164,15 +192,25 @@ def latencies_ms(ready_at: dict[str, float], routable_at: dict[str, float], keys
 
 
 def _stages(ready_at: dict[str, float], committed_at: dict[str, float], added: dict[str, float],
-            keys: list[str]) -> dict[str, dict[str, float]]:
+            keys: list[str], streamed: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """Ready -> committed (the monitor) and committed -> in the table (server's change stream, syncer,
-    push), over the keys with all three times and no inherited ``added``. Purely computational."""
+    push), over the keys with all three times and no inherited ``added``; with ``streamed`` (when
+    the change stream answered a follower with the UP) the latter split in two. Purely computational."""
     keys = [k for k in keys if k in committed_at and k in added and added[k] >= ready_at[k]]
     if not keys:
         return {}
     monitor, _, _ = latencies_ms(ready_at, committed_at, keys)
     stream, _, _ = latencies_ms(committed_at, added, keys)
-    return {"ready_to_committed_ms": summary(monitor), "committed_to_table_ms": summary(stream)}
+    stages = {"ready_to_committed_ms": summary(monitor), "committed_to_table_ms": summary(stream)}
+    if streamed:
+        keys = [k for k in keys if k in streamed]
+        server, _, _ = latencies_ms(committed_at, streamed, keys)
+        push, _, _ = latencies_ms(streamed, added, keys)
+        if server:
+            stages["committed_to_streamed_ms"] = summary(server)
+        if push:
+            stages["streamed_to_table_ms"] = summary(push)
+    return stages
 
 
 # --- kwok: 1,000 pods churning -------------------------------------------------------------------
@@ -189,9 +227,23 @@ def _kwok_deployment(replicas: int) -> dict[str, Any]:
                                          "ports": [{"name": "http", "containerPort": 8080}]}]}}}}
 
 
+def _profile(stack: GatewayStack, out: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy (sampling, never pausing the process) on each of the stack's Python processes while the
+    churn runs: collapsed stacks in ``out/<name>.txt``, to read where their time goes."""
+    out.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                              "--rate", "50", "--nonblocking", "--format", "raw",
+                              "--output", str(out / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in stack.pids.items()]
+
+
 def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: int = 10,
-             server_poll_s: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Bring up our kwok cluster, 1,000 pods, the stack; churn; tear it all down."""
+             server_poll_s: float | None = None, profile: Path | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Bring up our kwok cluster, 1,000 pods, the stack; churn; tear it all down. ``profile``: a
+    directory for py-spy profiles of the stack's processes during the churn."""
     cluster = gateway_bench_settings(scratch / "cluster")
     nodes = max(10, -(-pods * 105 // 100 // 110))
     try:
@@ -213,9 +265,11 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 wait_until(lambda: len(stack.peers(KWOK_SERVICE, KWOK_ENV)) == pods, timeout=600,
                            what=f"{pods} peers in the gateway", interval=1)
                 ready, table = ReadyWatch(cluster, KWOK_NS), TableWatch(stack, KWOK_SERVICE, KWOK_ENV)
-                ready.start()
-                table.start()
+                stream = StreamWatch(stack.api)
+                for watcher in (ready, table, stream):
+                    watcher.start()
                 time.sleep(2)   # the watch is open
+                profilers = _profile(stack, profile, churn_s) if profile else []
                 log(f"churn: {batch} pods deleted every 0.5 s for {churn_s:.0f} s…")
                 base = f"/api/v1/namespaces/{KWOK_NS}/pods"
                 deleted = 0
@@ -231,10 +285,12 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 new = [uid for uid, at in ready.ready_at.items() if at >= started]
                 wait_until(lambda: all(uid in table.added for uid in new), timeout=30,
                            what="every new pod in the table")
-                ready.stop.set()
-                table.stop.set()
+                for watcher in (ready, table, stream):
+                    watcher.stop.set()
+                for profiler in profilers:
+                    profiler.wait(timeout=60)
                 values, missing, reused = latencies_ms(ready.ready_at, table.added, new)
-                stages = _stages(ready.ready_at, stack.committed_at(), table.added, new)
+                stages = _stages(ready.ready_at, stack.committed_at(), table.added, new, stream.answered)
                 return {"pods": pods, "kwok_nodes": nodes, "churn_s": churn_s, "deleted": deleted,
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
                         "ready_to_table_ms": summary(values), **stages}
@@ -304,7 +360,9 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
             row(f"{label}: Ready -> first answer through the gateway", m["ready_to_first_answer_ms"])
         row(f"{label}: Ready -> in the upstream table", m["ready_to_table_ms"])
         for key, what in (("ready_to_committed_ms", "Ready -> UP committed (monitor)"),
-                          ("committed_to_table_ms", "committed -> in the table (stream, syncer)")):
+                          ("committed_to_table_ms", "committed -> in the table (stream, syncer)"),
+                          ("committed_to_streamed_ms", "  committed -> answered by the change stream"),
+                          ("streamed_to_table_ms", "  answered -> in the table (syncer, push)")):
             if key in m:
                 row(f"  {what}", m[key])
     console.print(table)
@@ -317,6 +375,9 @@ def main() -> None:
     parser.add_argument("--real-rounds", type=int, default=20, help="real pods scaled up (0 skips)")
     parser.add_argument("--server-poll-s", type=float, default=None,
                         help="run the server with this change-stream poll interval (default: its own, 50 ms)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the server, monitor and gateway during the kwok churn (collapsed "
+                             "stacks in this directory; that run's figures are not the ones to report)")
     parser.add_argument("--json", type=Path, default=RESULTS / "gateway-latency.json")
     args = parser.parse_args()
     console = Console()
@@ -327,7 +388,7 @@ def main() -> None:
         if args.pods:
             (Path(tmp) / "kwok").mkdir()
             results["kwok"] = run_kwok(Path(tmp) / "kwok", pods=args.pods, churn_s=args.churn_s,
-                                       server_poll_s=args.server_poll_s, log=say)
+                                       server_poll_s=args.server_poll_s, profile=args.profile, log=say)
         if args.real_rounds:
             (Path(tmp) / "real").mkdir()
             results["real"] = run_real(Path(tmp) / "real", rounds=args.real_rounds,

@@ -88,6 +88,7 @@ class GatewayStack:
     scratch: Path
     db_url: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)   # server, monitor, gateway
     api: str = f"http://127.0.0.1:{SERVER_PORT}"
     gateway: str = f"http://127.0.0.1:{GATEWAY_PORT}"
     admin: str = f"http://127.0.0.1:{ADMIN_PORT}"
@@ -171,6 +172,7 @@ def gateway_stack(cluster: Settings, scratch: Path, *, workers: int = 2, server_
             command = argv if argv[0] == "-c" else ["-m", "bizcloud", *argv]
             stack.procs.append(subprocess.Popen([sys.executable, *command],
                                                 env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT))
+            stack.pids[name] = stack.procs[-1].pid
             wait_until(lambda url=probe: answers(url), timeout=60, what=f"the {name}",  # type: ignore[misc]
                        log=scratch / f"{name}.log", pid=stack.procs[-1].pid)
         yield stack
