@@ -21,7 +21,7 @@ from bizcloud.authz.mariadb import MariaDbPair
 from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.configcenter.schema import Inventory, MysqlCluster, SecretRef, Server
 
-MASTER_PORT, REPLICA_PORT = 33160, 33170
+MASTER_PORT, REPLICA_PORT = 23160, 23170  # below the ephemeral range (32768+): no client socket can hold them
 ADMIN_REF = SecretRef(namespace="bizcloud-system", name="mariadb-admin")
 MASTER = f"main/127.0.0.1:{MASTER_PORT}"
 REPLICA = f"main/127.0.0.1:{REPLICA_PORT}"

@@ -16,7 +16,7 @@ from bizcloud.cluster.host import node_ip
 from bizcloud.errors import PrerequisiteError
 from bizcloud.identifiers import InvalidNameError
 
-MASTER_PORT, REPLICA_PORT = 33161, 33171
+MASTER_PORT, REPLICA_PORT = 23161, 23171
 
 
 def test_the_master_writes_a_row_binlog_and_the_replica_is_read_only() -> None:

@@ -42,7 +42,7 @@ def password(credentials: DictCredentials, user: str) -> str:
     return credentials.passwords[("demo-api", "dev", user)]
 
 
-def refused(user: str, pw: str, ip: str, port: int = 33160) -> int:
+def refused(user: str, pw: str, ip: str, port: int = 23160) -> int:
     with pytest.raises(pymysql.err.OperationalError) as caught:
         connect_as(user, pw, ip, port).close()
     return int(caught.value.args[0])
@@ -66,7 +66,7 @@ async def test_a_granted_ip_connects_on_master_and_replica_and_does_exactly_what
     for target in (MASTER, REPLICA):
         result = await executor.converge(plan(target, user, grant(user, POD_A, target)))
         assert result.added == (grant(user, POD_A, target),) and result.removed == ()
-    for port in (33160, REPLICA_PORT):
+    for port in (23160, REPLICA_PORT):
         with connect_as(user, pw, POD_A, port) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT name FROM items WHERE id = 1")
             assert cursor.fetchone() == ("one",)
@@ -190,19 +190,19 @@ async def test_the_master_s_accounts_do_not_replicate_and_replication_keeps_runn
 
 async def test_a_server_that_is_down_is_unavailable_without_leaking_a_password(
         credentials: DictCredentials, user: str, caplog: pytest.LogCaptureFixture) -> None:
-    down = Inventory(mysql={"main": MysqlCluster(master=Server(host="127.0.0.1", port=33199),
+    down = Inventory(mysql={"main": MysqlCluster(master=Server(host="127.0.0.1", port=23199),
                                                  admin=ADMIN_REF)})
     executor = MysqlExecutor(lambda: down, credentials)
     caplog.set_level(logging.DEBUG)
-    target = "main/127.0.0.1:33199"
+    target = "main/127.0.0.1:23199"
     with pytest.raises(ExecutorUnavailableError) as caught:
         await executor.converge(plan(target, user, grant(user, POD_A, target)))
     text = caught.value.one_line()
-    assert "main/127.0.0.1:33199" in text
+    assert "main/127.0.0.1:23199" in text
     wrong_admin = DictCredentials((credentials.admin_credentials[0], "not-the-admin-password"))
     wrong_admin.passwords = credentials.passwords
     with pytest.raises(ExecutorUnavailableError) as denied:
-        await MysqlExecutor(lambda: down, wrong_admin).converge(plan("main/127.0.0.1:33199", user))
+        await MysqlExecutor(lambda: down, wrong_admin).converge(plan("main/127.0.0.1:23199", user))
     for secret in (credentials.admin_credentials[1], password(credentials, user), "not-the-admin-password"):
         assert secret not in text and secret not in denied.value.one_line() and secret not in caplog.text
 
@@ -249,9 +249,9 @@ async def test_injection_attempts_are_refused_before_any_sql(
 
 @pytest.mark.parametrize("target", [
     "main/127.0.0.1:3306",            # not a server of the cluster
-    "nope/127.0.0.1:33160",           # unknown cluster
+    "nope/127.0.0.1:23160",           # unknown cluster
     "main/127.0.0.1",                 # no port
-    "main/127.0.0.1:33160; DROP",     # junk
+    "main/127.0.0.1:23160; DROP",     # junk
 ])
 async def test_a_target_the_inventory_lacks_is_a_clear_error(executor: MysqlExecutor, user: str,
                                                              target: str) -> None:

@@ -39,7 +39,7 @@ from tests.authz.conftest import (
 )
 
 POD_A, POD_B, POD_C = "127.0.0.31", "127.0.0.32", "127.0.0.33"
-OWN_MASTER, OWN_REPLICA = 33164, 33174  # the throwaway pair the stop/freeze tests break
+OWN_MASTER, OWN_REPLICA = 23164, 23174  # the throwaway pair the stop/freeze tests break
 
 
 def plan(target: str, user: str, *grants: Grant) -> TargetPlan:

@@ -141,14 +141,14 @@ async def test_a_restarted_worker_removes_orphans_it_never_saw_granted(world: Wo
 async def test_a_server_that_is_down_leaves_pending_entries_and_converges_when_back(
         engine: Engine, tmp_path: Path, credentials: DictCredentials) -> None:
     directory = tmp_path / "pair"
-    own = mariadb.start_pair(directory, master_port=33180, replica_port=33190, bind=["127.0.0.1"])
+    own = mariadb.start_pair(directory, master_port=23180, replica_port=23190, bind=["127.0.0.1"])
     try:
         user = f"d_{uuid.uuid4().hex[:10]}"
         credentials = DictCredentials((own.admin_user, own.admin_password))
         credentials.passwords[("demo-api", "dev", user)] = "pw-" + uuid.uuid4().hex
         w = World(engine, credentials, user)
         w.pair = own
-        w.configs.apply(inventory_yaml(33180, 33190) + "---\n" + service_yaml(user), author="test")
+        w.configs.apply(inventory_yaml(23180, 23190) + "---\n" + service_yaml(user), author="test")
         mariadb.stop_pair(directory)
         w.live = [pod("127.0.0.41")]
         await w.worker.converge(trigger="UP demo-api-41")
@@ -158,13 +158,13 @@ async def test_a_server_that_is_down_leaves_pending_entries_and_converges_when_b
         assert {(j.action, j.outcome) for j in w.store.journal(ip="127.0.0.41")} == {("grant", "pending")}
         assert own.admin_password not in repr(pending)
 
-        mariadb.start_pair(directory, master_port=33180, replica_port=33190, bind=["127.0.0.1"])
+        mariadb.start_pair(directory, master_port=23180, replica_port=23190, bind=["127.0.0.1"])
         for _ in range(100):  # the worker retries on its own, with backoff capped at 0.5 s here
             if {g.state for g in w.store.grants(ip="127.0.0.41")} == {"applied"}:
                 break
             await asyncio.sleep(0.2)
         assert {g.state for g in w.store.grants(ip="127.0.0.41")} == {"applied"}
-        assert w.accounts(33180) == {"127.0.0.41"}
+        assert w.accounts(23180) == {"127.0.0.41"}
         assert ("grant", "ok") in {(j.action, j.outcome) for j in w.store.journal(ip="127.0.0.41")}
     finally:
         mariadb.stop_pair(directory)
@@ -215,9 +215,9 @@ async def test_a_failing_server_holds_the_gate_with_the_target_named(
     user = f"g_{uuid.uuid4().hex[:10]}"
     credentials.passwords[("demo-api", "dev", user)] = "pw"
     world = World(engine, credentials, user)
-    world.configs.apply(inventory_yaml(33181, 33191) + "---\n" + service_yaml(user), author="test")  # nobody
+    world.configs.apply(inventory_yaml(23181, 23191) + "---\n" + service_yaml(user), author="test")  # nobody
     world.live = [dataclasses.replace(pod("127.0.0.42"), ready=False, authorized=False)]
     await world.worker.converge(trigger="UP")
     [(uid, held)] = world.gates
     assert (uid, held.status, held.reason) == ("uid-demo-api-42", False, "GrantFailing")
-    assert "main/127.0.0.1:33181" in held.message and "main/127.0.0.1:33191" in held.message
+    assert "main/127.0.0.1:23181" in held.message and "main/127.0.0.1:23191" in held.message
