@@ -4,7 +4,7 @@ The three run as subprocesses (`python -m bizcloud server|monitor|gateway`) exac
 on the gateway benchmarks' own ports (28700-28899: below the ephemeral range, which a kwok cluster's
 many loopback connections draw from), database, Lease and state directory, so neither the
 developers' stack nor another engineer's benchmark cluster (``bench_settings``) is touched.
-The latency benchmark's kwok cluster is ours too (``gateway_bench_settings``: 4xxxx ports,
+The latency benchmark's kwok cluster is ours too (``gateway_bench_settings``: 44xxx ports,
 bridge ``bizgw0``, pods in 10.90.0.0/16).
 """
 
@@ -68,9 +68,9 @@ def gateway_bench_settings(state_dir: Path) -> Settings:
     """An isolated kwok cluster beside the developers' one and beside ``bench_settings``' one."""
     return Settings(
         state_dir=state_dir, cluster_name="bizgw", node_name="bizgw-node", cni_bridge="bizgw0",
-        pod_cidr="10.90.0.0/16", etcd_port=42379, etcd_peer_port=42380, apiserver_port=46443,
-        controller_manager_port=40257, scheduler_port=40259, kubelet_port=40250, kubelet_healthz_port=40248,
-        kwok_port=40247,
+        pod_cidr="10.90.0.0/16", etcd_port=44379, etcd_peer_port=44380, apiserver_port=44443,
+        controller_manager_port=44257, scheduler_port=44259, kubelet_port=44250, kubelet_healthz_port=44248,
+        kwok_port=44247,
     )
 
 
