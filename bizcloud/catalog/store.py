@@ -295,10 +295,10 @@ class CatalogStore:
             rows = [_row_values(instance, resource_version=plan.resource_versions[uid],
                                 revision=last_revision[uid], at=now)
                     for uid, instance in plan.final.items() if instance is not None and uid in last_revision]
-            fresh = [r for r in rows if r["uid"] not in stored]
+            fresh = [r for r in rows if r[0] not in stored]
             if fresh:
-                s.execute(insert(_table(models.Instance)), fresh)
-            changed = [r for r in rows if r["uid"] in stored]
+                _insert_rows(s, _table(models.Instance), _INSTANCE_COLUMNS, fresh)
+            changed = [dict(zip(_INSTANCE_COLUMNS, r, strict=True)) for r in rows if r[0] in stored]
             if changed:
                 s.execute(update(models.Instance), changed)
             return [None if n is None else revisions[n] for n in plan.outcome]
@@ -362,10 +362,9 @@ class CatalogStore:
         """One journal row per event, one transaction for all of them."""
         now = models.utcnow()
         with self._session(write=True) as s:
-            s.execute(insert(_table(models.JournalEntry)), [
-                {"uid": event.uid, "resource_version": event.resource_version, "event_type": event.type.value,
-                 "service": event.instance.service, "env": event.instance.env, "subscriber": subscriber,
-                 "outcome": outcome, "attempts": attempts, "error": error, "at": now} for event in events])
+            _insert_rows(s, _table(models.JournalEntry), _JOURNAL_COLUMNS, [
+                (event.uid, event.resource_version, event.type.value, event.instance.service,
+                 event.instance.env, subscriber, outcome, attempts, error, now) for event in events])
 
     def journal(self, *, uid: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest journal entries (for one pod uid), newest first."""
@@ -467,10 +466,10 @@ def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> li
     if not changes:
         return []
     now = models.utcnow()
-    values = [{"type": kind.value, "uid": i.uid, "service": i.service, "env": i.env, "group": i.group.value,
-               "instance": snapshot_of(i), "at": now} for kind, i in changes]
     table = _table(models.Change)
     if s.get_bind().dialect.name != "sqlite":
+        values = [{"type": kind.value, "uid": i.uid, "service": i.service, "env": i.env,
+                   "group": i.group.value, "instance": snapshot_of(i), "at": now} for kind, i in changes]
         result = s.scalars(insert(table).returning(table.c.revision, sort_by_parameter_order=True), values)
         return list(result)
     # SQLite: SQLAlchemy cannot order RETURNING of a multi-row INSERT there, so the statement above
@@ -478,20 +477,59 @@ def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> li
     # IMMEDIATE) and AUTOINCREMENT hands out growing revisions in statement order, so the rows
     # above the newest revision before the insert are exactly ours, in order.
     before = s.scalar(select(func.max(table.c.revision))) or 0
-    s.execute(insert(table), values)
+    _insert_rows(s, table, _CHANGE_COLUMNS, [(kind.value, i.uid, i.service, i.env, i.group.value,
+                                              snapshot_of(i), now) for kind, i in changes])
     revisions = list(s.scalars(select(table.c.revision).where(table.c.revision > before)
                                .order_by(table.c.revision)))
-    if len(revisions) != len(values):  # another writer in our transaction: cannot happen, never guess
-        raise CatalogUnavailable(f"expected {len(values)} new changes, found {len(revisions)}", hint="retry")
+    if len(revisions) != len(changes):  # another writer in our transaction: cannot happen, never guess
+        raise CatalogUnavailable(f"expected {len(changes)} new changes, found {len(revisions)}", hint="retry")
     return revisions
 
 
-def _row_values(instance: Instance, *, resource_version: str, revision: int, at: datetime) -> dict[str, Any]:
-    return {"uid": instance.uid, "service": instance.service, "env": instance.env,
-            "group": instance.group.value, "namespace": instance.namespace, "pod": instance.pod,
-            "ip": instance.ip, "ports": dict(instance.ports), "node": instance.node,
-            "release": instance.release, "ready": instance.ready, "resource_version": resource_version,
-            "revision": revision, "updated_at": at}
+_INSTANCE_COLUMNS = ("uid", "service", "env", "group", "namespace", "pod", "ip", "ports", "node", "release",
+                     "ready", "resource_version", "revision", "updated_at")
+_CHANGE_COLUMNS = ("type", "uid", "service", "env", "group", "instance", "at")
+_JOURNAL_COLUMNS = ("uid", "resource_version", "event_type", "service", "env", "subscriber", "outcome",
+                    "attempts", "error", "at")
+
+
+def _row_values(instance: Instance, *, resource_version: str, revision: int, at: datetime) -> tuple[Any, ...]:
+    """An instance row in ``_INSTANCE_COLUMNS`` order."""
+    return (instance.uid, instance.service, instance.env, instance.group.value, instance.namespace,
+            instance.pod, instance.ip, dict(instance.ports), instance.node, instance.release, instance.ready,
+            resource_version, revision, at)
+
+
+def _insert_rows(s: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (values in ``columns`` order) in one executemany, inside the session's transaction.
+
+    On SQLite the values go through each column type's own bind processor (the same JSON text
+    and timestamp format SQLAlchemy writes), straight to the driver's ``executemany``: Core's
+    per-row parameter compilation cost more than SQLite's inserting, for the monitor's batches
+    of thousands of instances, changes and journal rows. Other databases take Core's insert.
+    """
+    if not rows:
+        return
+    connection = s.connection()
+    dialect = connection.dialect
+    if dialect.name != "sqlite":
+        s.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+    convert = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if convert:
+        values: list[Sequence[Any]] = []
+        for row in rows:
+            out = list(row)
+            for i, process in convert:
+                out[i] = process(out[i])
+            values.append(tuple(out))
+    else:
+        values = [tuple(row) for row in rows]
+    quote = dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
+    connection.exec_driver_sql(sql, values)
 
 
 _IN_CHUNK = 500  # bound parameters per IN (...) query
