@@ -33,6 +33,7 @@ from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.authz.soa import SoaWhitelistExecutor
 from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
+from bizcloud.catalog.push import ChangePusher
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.catalog.wakeup import WakeupSender, parse_targets
@@ -130,7 +131,17 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     await asyncio.to_thread(migrate_engine, engine)
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
-    catalog = CatalogSubscriber(CatalogStore(engine), on_commit=wakeups.notify)
+    store = CatalogStore(engine)
+    gateways = ChangePusher(lambda since, limit: store.changes_since(revision=since, limit=limit),
+                            parse_targets(settings.gateway_feed,
+                                          default=("127.0.0.1", settings.gateway_admin_port),
+                                          setting="gateway_feed"))
+
+    def committed(revision: int) -> None:   # the gateways first: they are the latency-bound readers
+        gateways.committed(revision)
+        wakeups.notify(revision)
+
+    catalog = CatalogSubscriber(store, on_commit=committed)
     zookeeper_hosts = zookeeper.resolve_hosts(settings)
     soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live()) if zookeeper_hosts else None  # noqa: PLW0108 - monitor is made below
     identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -170,6 +181,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
             task.cancel()
         await dispatcher.stop()
         await authz.aclose()
+        await gateways.aclose()
     if soa is not None:
         soa.close()
     wakeups.close()
@@ -214,7 +226,8 @@ def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await run_gateway(config=config, prefix=settings.resolved_state_dir() / "gateway",
-                          catalog_url=catalog_url, stop=stop, peers=peers)
+                          catalog_url=catalog_url, stop=stop, peers=peers,
+                          feed=("127.0.0.1", settings.gateway_admin_port))
 
     asyncio.run(main())
 

@@ -41,8 +41,9 @@ RECEIVED = Counter("bizcloud_catalog_wakeups_received_total",
 Address = tuple[str, int]
 
 
-def parse_targets(spec: str | None, *, default: Address) -> list[Address]:
+def parse_targets(spec: str | None, *, default: Address, setting: str = "catalog_wakeup") -> list[Address]:
     """``host:port[,host:port…]`` (``[v6]:port`` too); None or "" means ``default``, "off" none.
+    ``setting`` names the setting in the error (``catalog_wakeup``, ``gateway_feed``).
 
     Purely computational; raises ``BizCloudError`` naming the bad entry.
     """
@@ -56,9 +57,9 @@ def parse_targets(spec: str | None, *, default: Address) -> list[Address]:
         host, sep, port = entry.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise BizCloudError(f"catalog_wakeup: {entry!r} is not host:port",
-                                hint="set BIZCLOUD_CATALOG_WAKEUP to host:port[,host:port…] "
-                                     "(the API servers' host and port), or 'off'")
+            raise BizCloudError(f"{setting}: {entry!r} is not host:port",
+                                hint=f"set BIZCLOUD_{setting.upper()} to host:port[,host:port…] "
+                                     "(where its datagrams should go), or 'off'")
         targets.append((host, int(port)))
     return targets
 
@@ -102,7 +103,10 @@ class WakeupSender:
 
     def notify(self, revision: int) -> None:
         """Tell every server the catalog is at ``revision`` (at most once each; losses are fine)."""
-        datagram = encode(revision)
+        self.send(encode(revision))
+
+    def send(self, datagram: bytes) -> None:
+        """Send ``datagram`` to every target, once; never blocks, never raises (``push.py`` too)."""
         for family, address in self._addresses:
             try:
                 self._sockets[family].sendto(datagram, address)
