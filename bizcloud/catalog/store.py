@@ -517,15 +517,20 @@ def _insert_rows(s: Session, table: Table, columns: Sequence[str], rows: Sequenc
         return
     processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
     convert = [(i, p) for i, p in enumerate(processors) if p is not None]
-    if convert:
-        values: list[Sequence[Any]] = []
-        for row in rows:
-            out = list(row)
-            for i, process in convert:
-                out[i] = process(out[i])
-            values.append(tuple(out))
-    else:
-        values = [tuple(row) for row in rows]
+    # A batch's rows share one timestamp object: format it once, not once per row.
+    last: dict[int, tuple[Any, Any]] = {}
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        out = list(row)
+        for i, process in convert:
+            value = out[i]
+            seen = last.get(i)
+            if seen is not None and seen[0] is value:
+                out[i] = seen[1]
+                continue
+            out[i] = process(value)
+            last[i] = (value, out[i])
+        values.append(tuple(out))
     quote = dialect.identifier_preparer.quote
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
            f"VALUES ({', '.join('?' * len(columns))})")
