@@ -135,7 +135,8 @@ class StreamWatch(Observer):
                 try:
                     page = client.get("/api/v1/changes", params={"since": since, "wait": 5,
                                                                  "limit": 1000}).json()
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):   # the server stopping at the end of a run
+                    time.sleep(0.1)
                     continue
                 now = time.time()
                 for change in page["changes"]:
