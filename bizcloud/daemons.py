@@ -129,7 +129,6 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
                       metrics_port: int | None = None) -> Monitor:
     """Run one monitor until ``stop``; returns it (tests inspect it)."""
     engine = make_engine(settings.resolved_database_url())
-    await asyncio.to_thread(migrate_engine, engine)
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
     store = CatalogStore(engine)
@@ -152,8 +151,18 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.addressed())  # noqa: PLW0108
         dispatcher = Dispatcher([catalog, *([soa] if soa else []), authz], journal=catalog)
         monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s, on_addresses=authz.kick)
-        await ensure_namespace(client, settings.monitor_lease_namespace)
         reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s)
+        # The pods' list streams in while the schema is migrated and the Lease's namespace made:
+        # the API server serializes thousands of pods meanwhile. Nothing touches the catalog
+        # before this monitor leads (a standby only keeps its table), and leading waits for both.
+        watching = asyncio.create_task(reflector.run(stop), name="reflector")
+        try:
+            await asyncio.gather(asyncio.to_thread(migrate_engine, engine),
+                                 ensure_namespace(client, settings.monitor_lease_namespace))
+        except BaseException:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            raise
         if metrics_port is not None:
             _export_reflector(reflector)
             start_http_server(metrics_port, addr=settings.server_host)
@@ -170,7 +179,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         log.info("monitor starting identity=%s lease=%s/%s", identity, settings.monitor_lease_namespace,
                  settings.monitor_lease_name)
         await asyncio.gather(
-            reflector.run(stop),
+            watching,
             elector.run(stop, started, monitor.stop_leading),
             monitor.resync_forever(settings.monitor_resync_s, stop),
             *([soa.reconcile_forever(settings.monitor_resync_s, stop,
