@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -214,6 +215,51 @@ def _stages(ready_at: dict[str, float], committed_at: dict[str, float], added: d
     return stages
 
 
+# --- the monitor's own split of seen -> committed (its /metrics) --------------------------------
+
+MONITOR_STAGES = ("queued", "thread_wait", "apply", "resume")
+
+
+def stage_buckets(metrics_text: str) -> dict[str, dict[float, float]]:
+    """The cumulative bucket counts of ``bizcloud_catalog_stage_seconds`` per stage, from a
+    Prometheus text page. Purely computational."""
+    out: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "bizcloud_catalog_stage_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out.setdefault(sample.labels["stage"], {})[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def bucket_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """p50/p99 (ms, the upper bound of the bucket holding them) and n of what was observed between
+    two scrapes of one cumulative histogram. Purely computational."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    n = counts[-1] if counts else 0.0
+    result: dict[str, float] = {"n": n}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        bound = next((b for b, c in zip(bounds, counts, strict=True) if n and c >= q * n), float("inf"))
+        result[name] = bound * 1000
+    return result
+
+
+def monitor_stages(stack: GatewayStack) -> dict[str, dict[float, float]]:
+    try:
+        return stage_buckets(httpx.get(stack.monitor_metrics, timeout=10).text)
+    except httpx.HTTPError:
+        return {}
+
+
+def stage_split(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+                ) -> dict[str, dict[str, float]]:
+    """Per stage, what the monitor observed between two scrapes. Purely computational."""
+    return {stage: bucket_quantiles(before.get(stage, {}), after[stage]) for stage in MONITOR_STAGES
+            if stage in after}
+
+
 # --- kwok: 1,000 pods churning -------------------------------------------------------------------
 
 def _kwok_deployment(replicas: int) -> dict[str, Any]:
@@ -271,6 +317,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                     watcher.start()
                 time.sleep(2)   # the watch is open
                 profilers = _profile(stack, profile, churn_s) if profile else []
+                stages_before = monitor_stages(stack)
                 log(f"churn: {batch} pods deleted every 0.5 s for {churn_s:.0f} s…")
                 base = f"/api/v1/namespaces/{KWOK_NS}/pods"
                 deleted = 0
@@ -294,7 +341,8 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 stages = _stages(ready.ready_at, stack.committed_at(), table.added, new, stream.answered)
                 return {"pods": pods, "kwok_nodes": nodes, "churn_s": churn_s, "deleted": deleted,
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
-                        "ready_to_table_ms": summary(values), **stages}
+                        "ready_to_table_ms": summary(values), **stages,
+                        "monitor_stages_ms": stage_split(stages_before, monitor_stages(stack))}
     finally:
         lifecycle.down(cluster, purge=True)
 
@@ -316,6 +364,7 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
             for watcher in (ready, table, probe):
                 watcher.start()
             time.sleep(1)
+            stages_before = monitor_stages(stack)
             first_pods = set(ready.names.values()) | set(probe.first)
             new: list[str] = []
             for i in range(rounds):
@@ -333,7 +382,8 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
                 time.sleep(0.5)
             for watcher in (ready, table, probe):
                 watcher.stop.set()
-            stages = _stages(ready.ready_at, stack.committed_at(), table.added, new)
+            stages: dict[str, Any] = dict(_stages(ready.ready_at, stack.committed_at(), table.added, new))
+            stages["monitor_stages_ms"] = stage_split(stages_before, monitor_stages(stack))
         by_name = {ready.names[u]: ready.ready_at[u] for u in new}
         answered, _, _ = latencies_ms(by_name, probe.first, [ready.names[u] for u in new if
                                                           ready.names[u] not in first_pods])
@@ -366,6 +416,9 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
                           ("streamed_to_table_ms", "  answered -> in the table (syncer, push)")):
             if key in m:
                 row(f"  {what}", m[key])
+        for stage, s in (m.get("monitor_stages_ms") or {}).items():
+            table.add_row(f"    monitor {stage} (per event, bucket bound)", f"<= {s['p50']:.0f} ms",
+                          f"<= {s['p99']:.0f} ms", "", f"{s['n']:.0f}")
     console.print(table)
 
 

@@ -92,6 +92,7 @@ class GatewayStack:
     api: str = f"http://127.0.0.1:{SERVER_PORT}"
     gateway: str = f"http://127.0.0.1:{GATEWAY_PORT}"
     admin: str = f"http://127.0.0.1:{ADMIN_PORT}"
+    monitor_metrics: str = f"http://127.0.0.1:{MONITOR_PORT}/metrics"
 
     def table(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"{self.admin}/bizcloud/upstreams", timeout=10).json()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bizcloud.authz.grants import Converged, Grant, Kind, Reason, TargetPlan, detail_from_dict, mysql_cluster
 from bizcloud.authz.models import GrantRow, JournalRow
 from bizcloud.authz.planner import Refusal
-from bizcloud.catalog.db import writer
+from bizcloud.catalog.db import write_lock, writer
 from bizcloud.catalog.models import utcnow
 
 
@@ -95,10 +95,11 @@ class AuthzStore:
     def __init__(self, engine: Engine) -> None:
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(writer(engine), expire_on_commit=False)
+        self._lock = write_lock(engine)  # shared with the catalog's writers in this process
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:
-        with (self._write if write else self._read)() as s, s.begin():
+        with self._lock if write else nullcontext(), (self._write if write else self._read)() as s, s.begin():
             yield s
 
     # --- written by the worker -----------------------------------------------------------------

@@ -10,6 +10,7 @@ busy timeout (writers queue instead of failing) and ``BEGIN IMMEDIATE`` for writ
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -34,6 +35,27 @@ WRITE_OPTION = "bizcloud_write"  # execution option: this transaction will write
 # Alembic keeps its migration context in a module global: one migration per process at a time.
 # (Processes are kept apart by the database itself: the migration runs in a writing transaction.)
 _migrating = threading.Lock()
+
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(engine: Engine) -> threading.RLock:
+    """The lock a process's writing transactions on this SQLite database take before ``BEGIN
+    IMMEDIATE`` (one per database file, shared by every store on it; reentrant, so a store can hold
+    it around its own session). Other databases get a lock of their own per caller.
+
+    Why: SQLite's busy handler makes a writer that finds the write lock taken sleep in growing
+    steps (1, 2, 5, 10 ... 100 ms) and look again, so a commit that arrived while another thread's
+    journal or grants were being written waited up to ~100 ms past that transaction's end — the
+    monitor's Ready -> committed p99 (apply p50 10 ms, p99 200 ms at 1,000 churning pods). Threads
+    queued on this lock start the moment the one before them finishes. Other processes (the API
+    server) still meet the busy handler; they write rarely.
+    """
+    if engine.dialect.name != "sqlite":
+        return threading.RLock()
+    with _write_locks_guard:
+        return _write_locks.setdefault(str(engine.url), threading.RLock())
 
 
 def make_engine(url: str) -> Engine:
@@ -61,10 +83,12 @@ class Sessions:
     def __init__(self, engine: Engine) -> None:
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(writer(engine), expire_on_commit=False)
+        self._lock = write_lock(engine)
 
     @contextmanager
     def __call__(self, *, write: bool = False) -> Iterator[Session]:
-        with (self._write if write else self._read)() as session, session.begin():
+        with self._lock if write else contextlib.nullcontext(), \
+                (self._write if write else self._read)() as session, session.begin():
             yield session
 
 

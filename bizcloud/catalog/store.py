@@ -15,9 +15,8 @@ retries and re-syncs after a relist leave the change stream free of duplicates.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -27,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bizcloud.catalog import models
-from bizcloud.catalog.db import writer
+from bizcloud.catalog.db import write_lock, writer
 from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
 from bizcloud.catalog.policies import ConfigChange, GrayPolicyOut, UidSource, change_type, invalid_address
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
@@ -107,7 +106,9 @@ class CatalogStore:
         # Revisions must become visible in the order they are handed out, or a reader resuming
         # after revision N could skip a smaller one committed later. SQLite serializes writers by
         # itself; this lock does it for the threads of one process, the advisory lock for PostgreSQL.
-        self._change_lock = threading.Lock()
+        # On SQLite it is the database's one write lock (``db.write_lock``), which every writing
+        # session takes: the journal and the grants queue behind a commit instead of polling.
+        self._change_lock = write_lock(engine)
 
     @property
     def engine(self) -> Engine:
@@ -117,7 +118,8 @@ class CatalogStore:
     def _session(self, *, write: bool = False,
                  on_conflict: Exception | None = None) -> Iterator[Session]:
         try:
-            with Session(self._writer if write else self._engine, expire_on_commit=False) as session, \
+            with self._change_lock if write else nullcontext(), \
+                    Session(self._writer if write else self._engine, expire_on_commit=False) as session, \
                     session.begin():
                 yield session
         except IntegrityError as e:
