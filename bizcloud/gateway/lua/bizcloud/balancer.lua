@@ -1,6 +1,10 @@
 -- balancer_by_lua: pick a peer of the group the router chose; retry a failed connection on
 -- another peer of the same group and mark the failed one down for a short cool-off.
 --
+-- The router's pick and the peer chosen for a request are in `requests` (keyed by the request,
+-- not in ngx.ctx); a first attempt is told from a retry by `get_last_failure`, and the set of
+-- failed peers is made on the first retry only, so most requests allocate nothing here.
+--
 -- Policies live in a table, each with `pick(peers, ok, tried)`: round_robin (a per-worker
 -- counter per upstream and group) and least_conn (fewest requests in flight from this worker,
 -- ties broken round-robin). Down marks are shared by all workers (a shared dict with a TTL), so
@@ -8,10 +12,15 @@
 -- catalog removes it. Nothing here throws: failures log and fall back to any peer.
 local ngx_balancer = require("ngx.balancer")
 local stats = require("bizcloud.stats")
+local requests = require("bizcloud.requests")
 
 local ngx = ngx
 local down = ngx.shared.bizcloud_down
 local set_current_peer = ngx_balancer.set_current_peer
+local set_more_tries = ngx_balancer.set_more_tries
+local get_last_failure = ngx_balancer.get_last_failure
+local current = requests.current
+local picks, chosen, failed = requests.pick, requests.peer, requests.tried
 
 local _M = { policy = "round_robin", cooloff = 3, max_tries = 3 }
 
@@ -69,51 +78,48 @@ function _M.configure(options)
     track = _M.policy == "least_conn"
 end
 
-local function release(ctx)
-    local addr = ctx.inflight_addr
-    if addr then
-        inflight[addr] = (inflight[addr] or 1) - 1
-        ctx.inflight_addr = nil
-    end
+local function release(r)
+    local addr = chosen[r]
+    if addr then inflight[addr] = (inflight[addr] or 1) - 1 end
 end
 
 function _M.balance()
-    local ctx = ngx.ctx
-    local peers = ctx.peers
+    local r = current()
+    local pick = picks[r]
+    local peers = pick and pick.peers
     if peers == nil then
         ngx.log(ngx.ERR, "balancer called without a routed request")
         return ngx.exit(502)
     end
-    local last = ctx.last_addr
-    local tried = ctx.tried   -- made on the first retry: most requests never need it
-    if last == nil then
+    local tried
+    local failure = get_last_failure()
+    if failure == nil then   -- the first attempt
         local tries = #peers < _M.max_tries and #peers or _M.max_tries
         if tries > 1 then
-            local ok, err = ngx_balancer.set_more_tries(tries - 1)
+            local ok, err = set_more_tries(tries - 1)
             if not ok then ngx.log(ngx.WARN, "set_more_tries: ", err) end
         end
     else
+        local last = chosen[r]
+        tried = failed[r]
         if tried == nil then
             tried = {}
-            ctx.tried = tried
+            failed[r] = tried
         end
         tried[last] = true
-        local rec = ctx.stats
+        local rec = pick.stats
         stats.upstream_error(rec.service, rec.env, rec.group)
-        if ngx_balancer.get_last_failure() == "failed" then down:set(last, true, _M.cooloff) end
-        release(ctx)
+        if failure == "failed" then down:set(last, true, _M.cooloff) end
+        if track then release(r) end
     end
-    local pick = policies[_M.policy]
-    local peer = pick(peers, usable, tried)
+    local pick_peer = policies[_M.policy]
+    local peer = pick_peer(peers, usable, tried)
     if peer == nil then  -- every peer tried or marked down: any untried one, down or not
-        peer = pick(peers, untried, tried) or peers[1]
+        peer = pick_peer(peers, untried, tried) or peers[1]
     end
     local addr = peer.addr
-    ctx.last_addr = addr
-    if track then
-        ctx.inflight_addr = addr
-        inflight[addr] = (inflight[addr] or 0) + 1
-    end
+    chosen[r] = addr
+    if track then inflight[addr] = (inflight[addr] or 0) + 1 end
     local ok, err = set_current_peer(peer.ip, peer.port)
     if not ok then
         ngx.log(ngx.ERR, "set_current_peer ", addr, ": ", err)
@@ -121,9 +127,11 @@ function _M.balance()
     end
 end
 
--- log phase (the router's `log`)
-function _M.finish(ctx)
-    release(ctx)
+-- log phase (the router's `log`): release the peer, forget the request.
+function _M.finish(r)
+    if track then release(r) end
+    chosen[r] = nil
+    if failed[r] then failed[r] = nil end
 end
 
 return _M

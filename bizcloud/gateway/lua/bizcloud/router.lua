@@ -1,30 +1,87 @@
 -- The request path before the balancer: host + path -> route -> service's gray policy -> group.
 --
--- Runs in the access phase on the worker's synced copy (state.lua); it never decodes JSON and
--- never throws. An unknown host or path answers 404 with a short body; a service with no instance
--- in either group answers 503. The group is chosen by user ID exactly as `bizcloud.usersplit`
--- does in Python: whitelisted, or bucket(uid) < ratio x 100, with bucket the first 32 bits of the
--- MD5 of the uid, mod 10000. When the chosen group is empty and the policy allows it, the other
--- group serves the request and the fallback is counted.
+-- `choose` runs in the rewrite phase (set_by_lua: no coroutine and no access-phase handler per
+-- request) on the worker's synced copy (state.lua); it never decodes JSON and never throws. It
+-- returns the group for $bizcloud_group and leaves the pick (the group's peers and its stats
+-- record) in `requests.pick` for the balancer and the log phase. An unknown host or path, or a
+-- service with no instance in either group, returns "" and `refuse` (the content handler nginx
+-- runs then) answers 404 or 503 with a short body. The group is chosen by user ID exactly as
+-- `bizcloud.usersplit` does in Python: whitelisted, or bucket(uid) < ratio x 100, with bucket the
+-- first 32 bits of the MD5 of the uid, mod 10000. When the chosen group is empty and the policy
+-- allows it, the other group serves the request and the fallback is counted.
 local state = require("bizcloud.state")
 local stats = require("bizcloud.stats")
 local balancer = require("bizcloud.balancer")
+local requests = require("bizcloud.requests")
+
+local ffi = require("ffi")
+require("resty.core.var")    -- declares ngx_http_lua_ffi_var_get
+require("resty.core.hash")   -- declares ngx_http_lua_ffi_md5_bin
+local get_request = require("resty.core.base").get_request
 
 local ngx = ngx
+local var = ngx.var
+local C = ffi.C
+local ffi_string = ffi.string
+local tonumber, next = tonumber, next
 local cache = state.cache
-local md5_bin = ngx.md5_bin
-local byte = string.byte
+local sync = state.sync
+local now = ngx.now
+local current = requests.current
+local picks = requests.pick
+local log_stats = stats.log
 
 local _M = {}
 
 local BUCKETS = 10000
-local DEFAULT_POLICY = { threshold = 0, whitelist = {}, fallback = true, var = "http_x_user_id" }
+local DEFAULT_VAR = "http_x_user_id"
+local DEFAULT_POLICY = { threshold = 0, whitelist = {}, fallback = true, var = DEFAULT_VAR }
 
--- The first 32 bits of the MD5, big-endian (= int(md5(uid).hexdigest()[:8], 16)), mod 10000;
--- read from the binary digest, so no hex string is built per request.
+-- The uid is hashed where nginx holds it: read through the FFI call under ngx.var (a pointer and
+-- a length, no Lua string) and digested into a buffer of this worker (no digest string), so the
+-- split interns no string per request: each one costs a hash-table walk in LuaJIT's string table
+-- and garbage to collect. The whitelist is matched on the digest first (a 48-bit prefix, a number
+-- key) and on the uid itself only when that prefix is one of a whitelisted uid's.
+local digest = ffi.new("unsigned char[16]")
+local value_ptr = ffi.new("char *[1]")
+local value_len = ffi.new("size_t[1]")
+local errmsg = ffi.new("char *[1]")
+local NAME_MAX = 128
+local name_buf = ffi.new("char[?]", NAME_MAX)   -- var_get lowercases the name here
+
+local function md5_into(ptr, len)
+    C.ngx_http_lua_ffi_md5_bin(ptr, len, digest)
+end
+
+-- The first 32 bits of the MD5, big-endian (= int(md5(uid).hexdigest()[:8], 16)), mod 10000.
+local function digest_bucket()
+    return (((digest[0] * 256 + digest[1]) * 256 + digest[2]) * 256 + digest[3]) % BUCKETS
+end
+
+local function digest_prefix()
+    return ((((digest[0] * 256 + digest[1]) * 256 + digest[2]) * 256 + digest[3]) * 256 + digest[4]) * 256
+        + digest[5]
+end
+
 function _M.bucket(uid)
-    local a, b, c, d = byte(md5_bin(uid), 1, 4)
-    return (((a * 256 + b) * 256 + c) * 256 + d) % BUCKETS
+    md5_into(uid, #uid)
+    return digest_bucket()
+end
+
+-- policy.whitelist (uid -> true) -> {digest prefix -> true}, made once per compiled policy.
+local whitelist_prefixes = setmetatable({}, { __mode = "k" })
+
+local function prefixes_of(whitelist)
+    local set = whitelist_prefixes[whitelist]
+    if set == nil then
+        set = {}
+        for uid in pairs(whitelist) do
+            md5_into(uid, #uid)
+            set[digest_prefix()] = true
+        end
+        whitelist_prefixes[whitelist] = set
+    end
+    return set
 end
 
 local function prefix_matches(prefix, uri)
@@ -52,36 +109,80 @@ end
 local function lookup()
     local route = cache.catch_all
     if route then return route end
-    return _M.match(ngx.var.host, ngx.var.uri)
+    return _M.match(var.host, var.uri)
 end
 
-function _M.group_for(policy, uid)
-    if uid == nil or uid == "" then return "normal" end
-    if policy.whitelist[uid] then return "gray" end
-    if policy.threshold > 0 and _M.bucket(uid) < policy.threshold then return "gray" end
+-- The group of this request's user: read from the variable the policy names (the default header
+-- through $bizcloud_uid, which the configuration sets from $http_x_user_id: a variable nginx has
+-- indexed, where $http_x_user_id by name scans its prefix variables and allocates a value).
+-- No user ID: normal.
+local function group_of(policy)
+    local name = policy.var
+    if name == DEFAULT_VAR then name = "bizcloud_uid" end
+    if #name > NAME_MAX then name = "bizcloud_no_uid" end   -- no such header name in practice
+    local rc = C.ngx_http_lua_ffi_var_get(get_request(), name, #name, name_buf, 0, value_ptr, value_len, errmsg)
+    local len = tonumber(value_len[0])
+    if rc ~= 0 or len == 0 then return "normal" end
+    local ptr = value_ptr[0]
+    md5_into(ptr, len)
+    local whitelist = policy.whitelist
+    if next(whitelist) ~= nil and prefixes_of(whitelist)[digest_prefix()] and whitelist[ffi_string(ptr, len)] then
+        return "gray"
+    end
+    if policy.threshold > 0 and digest_bucket() < policy.threshold then return "gray" end
     return "normal"
 end
 
-local function answer(status, message)
-    ngx.status = status
-    ngx.header["Content-Type"] = "text/plain"
-    ngx.say(message)
-    return ngx.exit(status)
+-- The pick a request of this group carries: made once per peer list (a list is replaced, never
+-- changed, when its upstream changes) and shared by every request routed to it, so routing
+-- allocates nothing. Keyed weakly: a replaced list and its pick go with the last request using it.
+local picks_by_peers = setmetatable({}, { __mode = "k" })
+local refused_picks = {}   -- stats record -> the pick of a request refused for want of an instance
+
+local function pick_of(route, group, peers)
+    local pick = peers and picks_by_peers[peers]
+    if pick then return pick end
+    local records = route.stats
+    local rec = records[group]
+    if rec == nil then
+        rec = stats.record(route.service, route.env, group)
+        records[group] = rec
+    end
+    if peers == nil then
+        pick = refused_picks[rec]
+        if pick == nil then
+            pick = { stats = rec }
+            refused_picks[rec] = pick
+        end
+        return pick
+    end
+    pick = { peers = peers, stats = rec }
+    picks_by_peers[peers] = pick
+    return pick
 end
 
--- access_by_lua: pick the route and the group; leave the peers and the group's stats record
--- (which names service, env and group) for the balancer and the log phase in ngx.ctx, and the
--- group in $bizcloud_group (the X-BizCloud-Group header to the peer and to the client).
-function _M.route()
-    state.sync()
+-- The worker's copy is brought up to the shared dict's generation once per tick of nginx's cached
+-- clock (ms; it moves each time the worker's event loop wakes) rather than on every request: the
+-- generation read locks the shared dict, whose mutex both workers would bounce between their
+-- cores on every request. A push is seen by the first request served after the clock moved, so
+-- at most one millisecond after it landed.
+local synced_at = -1
+
+-- set_by_lua: the group of this request, or "" when it is to be refused (see `refuse`).
+function _M.choose()
+    local t = now()
+    if t ~= synced_at then
+        synced_at = t
+        sync()
+    end
     local route = lookup()
     if route == nil then
         stats.no_route()
-        return answer(404, "bizcloud gateway: no route for host " .. ngx.var.host .. " path " .. ngx.var.uri)
+        picks[current()] = nil   -- `refuse` answers 404 for a request with no pick
+        return ""
     end
     local policy = cache.policies[route.service] or DEFAULT_POLICY
-    local uid = ngx.var[policy.var]
-    local group = _M.group_for(policy, uid)
+    local group = group_of(policy)
     local upstream = cache.upstreams[route.key]
     local peers = upstream and upstream[group]
     if (peers == nil or #peers == 0) and policy.fallback then
@@ -92,29 +193,41 @@ function _M.route()
             group, peers = other, others
         end
     end
-    local records = route.stats
-    local rec = records[group]
-    if rec == nil then
-        rec = stats.record(route.service, route.env, group)
-        records[group] = rec
-    end
-    local ctx = ngx.ctx
-    ctx.stats = rec
     if peers == nil or #peers == 0 then
-        return answer(503, "bizcloud gateway: no instance of " .. route.service .. " in " .. route.env
-            .. " (" .. group .. ")")
+        picks[current()] = pick_of(route, group, nil)
+        return ""
     end
-    ctx.peers = peers
-    ngx.var.bizcloud_group = group
+    picks[current()] = pick_of(route, group, peers)
+    return group
 end
 
--- log_by_lua: release the balancer's hold on the peer, count the request.
+local function answer(status, message)
+    ngx.status = status
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.say(message)
+    return ngx.exit(status)
+end
+
+-- content_by_lua for a request `choose` refused: 404 when no route matched, 503 when the
+-- service has no instance (the pick it left names the service, environment and group).
+function _M.refuse()
+    local pick = picks[current()]
+    if pick == nil then
+        return answer(404, "bizcloud gateway: no route for host " .. var.host .. " path " .. var.uri)
+    end
+    local rec = pick.stats
+    return answer(503, "bizcloud gateway: no instance of " .. rec.service .. " in " .. rec.env
+        .. " (" .. rec.group .. ")")
+end
+
+-- log_by_lua: release the balancer's hold on the peer, count the request, clear its slots.
 function _M.log()
-    local ctx = ngx.ctx
-    local rec = ctx.stats
-    if rec == nil then return end
-    balancer.finish(ctx)
-    stats.log(rec, ngx.status)
+    local r = current()
+    local pick = picks[r]
+    if pick == nil then return end
+    picks[r] = nil
+    balancer.finish(r)
+    log_stats(pick.stats, ngx.status)
 end
 
 return _M
