@@ -204,6 +204,10 @@ def monitor_main(settings: Settings) -> None:
     """`bizcloud monitor`: run until SIGTERM or SIGINT, then release the Lease and exit."""
     configure_logging()
     _tune_gc_for_monitor()
+    # The catalog's commits run in a thread whose SQLite calls each release the GIL; with the
+    # event loop busy (watch lines, authz plans) every call waited the default 5 ms switch
+    # interval to get it back, dozens per batch: 1 ms bounds that wait.
+    sys.setswitchinterval(0.001)
 
     async def main() -> None:
         stop = asyncio.Event()

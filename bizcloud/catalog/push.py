@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bizcloud.catalog.store import ChangeOut
@@ -99,6 +100,9 @@ class ChangePusher:
         self._sent: int | None = None
         self._wanted = 0
         self._task: asyncio.Task[None] | None = None
+        # Its reads on a thread of its own: in the loop's shared pool they waited behind journal
+        # writes and grants, and this read is on every commit's way to the gateways.
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-feed")
 
     @property
     def targets(self) -> list[Address]:
@@ -120,7 +124,8 @@ class ChangePusher:
                     # the stream's; the syncer waits for it when it sees the hole)
                     self._sent = max(0, wanted - 1) if self._sent is None else wanted - MAX_READ
                 since = self._sent
-                rows = await asyncio.to_thread(self._read, since, wanted - since)
+                rows = await asyncio.get_running_loop().run_in_executor(self._reads, self._read, since,
+                                                                         wanted - since)
                 changes = [change_json(c) for c in rows if c.revision <= wanted]
                 for datagram in encode(changes):
                     self._sender.send(datagram)
@@ -135,6 +140,7 @@ class ChangePusher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._sender.close()
+        self._reads.shutdown(wait=False)
 
 
 class _Receiver(asyncio.DatagramProtocol):

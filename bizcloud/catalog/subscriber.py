@@ -13,9 +13,11 @@ of the change stream answer now instead of at the server's next look at the data
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import Counter, Histogram
 
@@ -48,11 +50,16 @@ class CatalogSubscriber:
         self._on_commit = on_commit
         self.last_revision: int | None = None        # the newest revision this subscriber committed
         self.last_committed_at: float | None = None  # time.time() right after that commit
+        # Commits run on a thread of their own, not the loop's shared pool: there they queued
+        # behind journal writes, grants and reads (thread_wait p99 75 ms at 1,000 churning pods).
+        # One thread is enough: the dispatcher's batch lane sends one batch at a time.
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-commit")
 
     async def handle(self, event: InstanceEvent) -> None:
         """Apply the event; raises (a retry for the dispatcher) when the database is unavailable."""
         started = time.perf_counter()
-        revision = await asyncio.to_thread(self._store.apply_event, event=event)
+        revision = await asyncio.get_running_loop().run_in_executor(
+            self._commits, functools.partial(self._store.apply_event, event=event))
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         if revision is None:
             NOOPS.inc()
@@ -74,7 +81,7 @@ class CatalogSubscriber:
             finally:
                 ran.append(time.time())
 
-        revisions = await asyncio.to_thread(apply)
+        revisions = await asyncio.get_running_loop().run_in_executor(self._commits, apply)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         _observe_stages(events, handed, ran[0], ran[1], time.time())
         for event, revision in zip(events, revisions, strict=True):
