@@ -20,6 +20,7 @@ local set_current_peer = ngx_balancer.set_current_peer
 local set_more_tries = ngx_balancer.set_more_tries
 local get_last_failure = ngx_balancer.get_last_failure
 local current = requests.current
+local now, next = ngx.now, next
 local picks, chosen, failed = requests.pick, requests.peer, requests.tried
 
 local _M = { policy = "round_robin", cooloff = 3, max_tries = 3 }
@@ -37,8 +38,22 @@ local function next_index(peers, n)
 end
 
 -- Filters the policies take (plain functions: no closure is made per request).
+-- Whether any peer is marked down, looked up once per tick of nginx's cached clock (ms) rather
+-- than reading the shared dict (a lock both workers contend for) for every request's peer: a
+-- mark this worker makes counts at once, another worker's from its next tick.
+local any_down, down_checked_at = false, -1
+
+local function some_down()
+    local t = now()
+    if t ~= down_checked_at then
+        down_checked_at = t
+        any_down = next(down:get_keys(1)) ~= nil
+    end
+    return any_down
+end
+
 local function usable(peer, tried)
-    return (tried == nil or not tried[peer.addr]) and not down:get(peer.addr)
+    return (tried == nil or not tried[peer.addr]) and not (some_down() and down:get(peer.addr))
 end
 
 local function untried(peer, tried)
@@ -109,7 +124,10 @@ function _M.balance()
         tried[last] = true
         local rec = pick.stats
         stats.upstream_error(rec.service, rec.env, rec.group)
-        if failure == "failed" then down:set(last, true, _M.cooloff) end
+        if failure == "failed" then
+            down:set(last, true, _M.cooloff)
+            any_down = true
+        end
         if track then release(r) end
     end
     local pick_peer = policies[_M.policy]
