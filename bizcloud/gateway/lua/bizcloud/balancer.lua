@@ -37,7 +37,6 @@ local function next_index(peers, n)
     return i
 end
 
--- Filters the policies take (plain functions: no closure is made per request).
 -- Whether any peer is marked down, looked up once per tick of nginx's cached clock (ms) rather
 -- than reading the shared dict (a lock both workers contend for) for every request's peer: a
 -- mark this worker makes counts at once, another worker's from its next tick.
@@ -52,6 +51,7 @@ local function some_down()
     return any_down
 end
 
+-- Filters the policies take (plain functions: no closure is made per request).
 local function usable(peer, tried)
     return (tried == nil or not tried[peer.addr]) and not (some_down() and down:get(peer.addr))
 end

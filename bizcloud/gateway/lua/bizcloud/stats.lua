@@ -3,8 +3,8 @@
 -- Prometheus' text format (the gray-release analysis compares the groups with them).
 --
 -- The request path never touches the shared dict for the per-request counts: `log` adds to this
--- worker's own Lua table (one record per service/env/group, reached from ngx.ctx without building
--- a key), and a per-worker timer adds what accumulated to the shared dict every FLUSH_S. A scrape
+-- worker's own Lua table (one record per service/env/group, reached from the request's pick
+-- without building a key), and a per-worker timer adds what accumulated to the shared dict every FLUSH_S. A scrape
 -- flushes its own worker and waits one flush period for the others, so what it reports includes
 -- every request answered before it began. Rare events (upstream errors, fallbacks, no route) go
 -- to the shared dict at once.
