@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,7 @@ from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.kube.conditions import PodCondition
 from bizcloud.monitor.instances import AUTHORIZED_GATE
-from bizcloud.monitor.model import Group, Instance, PodUid
+from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 from tests.authz.conftest import MASTER_PORT, REPLICA_PORT, DictCredentials, admin_query, connect_as
 
 
@@ -69,11 +71,12 @@ class World:
         self.gates: list[tuple[str, PodCondition]] = []
         self.worker = self.restart()
 
-    def restart(self) -> AuthzWorker:
+    def restart(self, **options: float) -> AuthzWorker:
         """A new worker on the same database: what a monitor restart (or kill -9) leaves."""
         executor = MysqlExecutor(lambda: self.worker.inventory(), self.credentials)  # noqa: PLW0108 - late
         self.worker = AuthzWorker(configs=self.configs, store=self.store, executors={Kind.MYSQL: executor},
-                                  live=lambda: list(self.live), retry_max=0.5, write_gate=self._write_gate)
+                                  live=lambda: list(self.live), retry_max=0.5, write_gate=self._write_gate,
+                                  **options)
         return self.worker
 
     async def _write_gate(self, instance: Instance, condition: PodCondition) -> None:
@@ -208,6 +211,46 @@ async def test_kicks_fold_into_one_more_converge_and_the_gate_opens_once_granted
     await settled(3)
     assert converges == ["address 4", "a", "c"]
     assert len(world.gates) == 1  # said once; the pod shows it open once the monitor sees it
+
+
+async def test_batches_and_kicks_share_converges_started_at_a_bounded_rate(world: World) -> None:
+    """Under a stream of events the worker plans at most once per ``min_interval`` (the monitor's
+    loop also feeds the gateway), yet each batch returns only after a converge that started after
+    it arrived, so its pods' grants are in place by then."""
+    interval = 0.1
+    worker = world.restart(min_interval=interval)
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+    converge = worker.converge
+
+    async def timed(*, trigger: str, everything: bool = False) -> object:
+        starts.append(loop.time())
+        return await converge(trigger=trigger, everything=everything)
+
+    worker.converge = timed  # type: ignore[method-assign]
+
+    async def batch(ip: str) -> tuple[float, float, set[str]]:
+        world.live = [*world.live, pod(ip)]
+        asked = loop.time()
+        event = InstanceEvent(type=EventType.UP, instance=pod(ip), observed_at=time.time())
+        await worker.handle_batch([event])
+        return asked, loop.time(), world.accounts()
+
+    tasks = []
+    began = loop.time()
+    for i in range(12):  # an event every 25 ms for 0.3 s, a kick beside each
+        tasks.append(asyncio.create_task(batch(f"127.0.0.{60 + i}")))
+        worker.kick(f"address {i}")
+        await asyncio.sleep(0.025)
+    results = await asyncio.gather(*tasks)
+    spent = loop.time() - began
+
+    assert all(b - a >= interval * 0.99 for a, b in itertools.pairwise(starts)), starts
+    assert len(starts) <= spent / interval + 1, (len(starts), spent)
+    for i, (asked, answered, accounts) in enumerate(results):
+        assert any(asked <= s <= answered for s in starts)  # a converge that began after it
+        assert f"127.0.0.{60 + i}" in accounts
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {f"127.0.0.{60 + i}" for i in range(12)}
 
 
 async def test_a_failing_server_holds_the_gate_with_the_target_named(
