@@ -13,7 +13,8 @@ interleaved so that noise from other work on the machine falls on both; the rati
 Beside requests/s, each round reads the CPU time the side's nginx workers spent (``/proc``) and
 divides by the requests served: on a machine shared with other work, requests/s swing with
 whatever else runs, while CPU per request is what the proxy itself costs (``cpu_ratio``: plain's
-CPU per request over the gateway's, the same sense as ``ratio``).
+CPU per request over the gateway's, the same sense as ``ratio``). Both ratios are also given per
+round, beside the machine's load average before and after the rounds.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
                 for url in targets.values():   # warm both: keepalive pools, Lua code caches
                     _wrk(url, script, seconds=2, connections=connections, threads=threads)
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                load_before = os.getloadavg()[0]
                 for i in range(rounds):
                     for name, url in targets.items():
                         log(f"round {i + 1}/{rounds}: wrk {seconds} s against {name}…")
@@ -206,26 +208,31 @@ def run(scratch: Path, *, rounds: int = 3, seconds: int = 10, connections: int =
                                                         connections=connections, threads=threads))
         return with_ratio({"rounds": rounds, "seconds": seconds, "connections": connections,
                            "wrk_threads": threads, "nginx_workers": WORKERS, "pods": 3, "backend": backend,
-                           "gray_ratio": GRAY_RATIO, "gray_share_measured": gray_share, "runs": runs})
+                           "gray_ratio": GRAY_RATIO, "gray_share_measured": gray_share,
+                           # the machine's 1-minute load average around the rounds (2 cores, shared)
+                           "load_avg": {"before": load_before, "after": os.getloadavg()[0]}, "runs": runs})
 
 
 def with_ratio(r: dict[str, Any]) -> dict[str, Any]:
     """Median requests/s of each side and the gateway's ratio to plain nginx. Purely computational."""
     medians = {name: statistics.median(x["rps"] for x in runs) for name, runs in r["runs"].items()}
-    per_round = [g["rps"] / p["rps"] for g, p in zip(r["runs"]["gateway"], r["runs"]["plain"], strict=True)]
+    pairs = list(zip(r["runs"]["gateway"], r["runs"]["plain"], strict=True))
     out = {**r, "median_rps": medians, "ratio": medians["gateway"] / medians["plain"],
-           "ratio_per_round": per_round}
+           "ratio_per_round": [g["rps"] / p["rps"] for g, p in pairs]}
     if all("cpu_us_per_request" in x for runs in r["runs"].values() for x in runs):
         cpu = {name: statistics.median(x["cpu_us_per_request"] for x in runs)
                for name, runs in r["runs"].items()}
-        out |= {"median_cpu_us_per_request": cpu, "cpu_ratio": cpu["plain"] / cpu["gateway"]}
+        out |= {"median_cpu_us_per_request": cpu, "cpu_ratio": cpu["plain"] / cpu["gateway"],
+                "cpu_ratio_per_round": [p["cpu_us_per_request"] / g["cpu_us_per_request"] for g, p in pairs]}
     return out
 
 
 def print_table(console: Console, r: dict[str, Any]) -> None:
+    load = r.get("load_avg") or {}
     table = Table("side", "requests/s (median)", "p50", "p99", "errors", "nginx CPU / request",
                   title=f"gateway throughput, wrk -c{r['connections']} x {r['rounds']} x {r['seconds']} s "
-                        f"(goal >= {GOAL_RATIO}x plain nginx)")
+                        f"(goal >= {GOAL_RATIO}x plain nginx)"
+                        + (f", load {load['before']:.1f} -> {load['after']:.1f}" if load else ""))
     for name, runs in r["runs"].items():
         mid = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
         errors = sum(x["non_2xx"] + x["socket_errors"] for x in runs)
