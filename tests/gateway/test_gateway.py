@@ -195,3 +195,26 @@ def test_metrics_count_requests_by_group_and_status(gateway: Gateway, store: Cat
     text = httpx.get(f"{gateway.admin}/metrics").text
     assert 'bizcloud_gateway_requests_total{service="shop",env="dev",group="normal",code="2xx"} 3' in text
     assert 'duration_seconds_count{service="shop",env="dev",group="normal"} 3' in text
+
+
+def test_refusals_answer_plain_text_and_a_503_is_counted_for_its_group(
+        gateway: Gateway, store: CatalogStore, backends: list[Backend]) -> None:
+    _up(store, backends[0])
+    _route(store, host="shop.example")
+    store.set_gray(policy=GrayPolicyOut(service="shop", ratio=100, fallback=False, whitelist=("vip-1",)))
+    eventually(lambda: gateway.table()["policies"].get("shop", {}).get("fallback") is False,
+               what="the policy")
+    eventually(lambda: bool(_peers(gateway)), what="the peer")
+    with httpx.Client(base_url=gateway.url, headers={"Host": "shop.example"}) as client:
+        for uid in ("vip-1", "u1"):   # whitelisted, and gray by its bucket (ratio 100): no gray instance
+            refused = client.get("/x", headers={"X-User-Id": uid})
+            assert refused.status_code == 503 and "no instance of shop in dev (gray)" in refused.text
+            assert refused.headers["Content-Type"] == "text/plain"
+            assert "X-BizCloud-Group" not in refused.headers
+        assert client.get("/x").headers["X-BizCloud-Group"] == "normal"   # anonymous: normal, served
+        missing = client.get("/x", headers={"Host": "other.example"})
+        assert missing.status_code == 404 and missing.headers["Content-Type"] == "text/plain"
+    text = httpx.get(f"{gateway.admin}/metrics").text
+    assert 'bizcloud_gateway_requests_total{service="shop",env="dev",group="gray",code="5xx"} 2' in text
+    assert 'bizcloud_gateway_requests_total{service="shop",env="dev",group="normal",code="2xx"} 1' in text
+    assert "bizcloud_gateway_no_route_total 1" in text
