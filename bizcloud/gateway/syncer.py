@@ -34,6 +34,7 @@ from bizcloud.gateway.upstreams import RoutingState
 log = logging.getLogger(__name__)
 
 PUSH_PATH = "/bizcloud/upstreams"
+JSON = {"Content-Type": "application/json"}
 MAX_UNCONFIRMED = 10_000   # pushed changes the stream has not confirmed yet: beyond this, wait for it
 
 
@@ -171,7 +172,7 @@ class Syncer:
             self.taken += len(changes)
             live = set(self.targets) - self._stale
             if delta and live:
-                await self._push_all(gateways, state.delta(delta), only=live)
+                await self._push_all(gateways, state.delta_body(delta), state.revision, only=live)
 
     async def _round(self, reader: CatalogReader, gateways: httpx.AsyncClient, stop: asyncio.Event) -> None:
         if self.state is None:
@@ -182,7 +183,8 @@ class Syncer:
         state = self.state
         if self._stale:
             async with self._lock:   # no pushed delta between this full state and its target's return
-                await self._push_all(gateways, state.full(), only=set(self._stale))
+                await self._push_all(gateways, json.dumps(state.full()).encode(), state.revision,
+                                     only=set(self._stale))
         if stop.is_set():
             return
         page = await _until_stop(reader.changes(since=state.revision, wait=self.wait_s), stop)
@@ -202,7 +204,8 @@ class Syncer:
             if delta.reread_routes:
                 state.set_routes(await reader.routes())
             if delta:
-                await self._push_all(gateways, state.delta(delta), only=set(self.targets) - self._stale)
+                await self._push_all(gateways, state.delta_body(delta), state.revision,
+                                     only=set(self.targets) - self._stale)
 
     def _confirm(self, changes: list[dict[str, Any]], revision: int) -> list[dict[str, Any]] | None:
         """The page's changes beyond ``revision`` (the state's); the ones up to it were pushed and
@@ -215,9 +218,11 @@ class Syncer:
                 return None
         return fresh
 
-    async def _push_all(self, gateways: httpx.AsyncClient, body: dict[str, Any], *, only: set[str]) -> None:
+    async def _push_all(self, gateways: httpx.AsyncClient, body: bytes, revision: int, *,
+                        only: set[str]) -> None:
+        """``body``: the push's JSON, encoded once for every gateway."""
         targets = [t for t in self.targets if t in only]
-        results = await asyncio.gather(*(self._push(gateways, t, body) for t in targets))
+        results = await asyncio.gather(*(self._push(gateways, t, body, revision) for t in targets))
         for target, ok in zip(targets, results, strict=True):
             if ok:
                 self._stale.discard(target)
@@ -226,15 +231,15 @@ class Syncer:
         self.pushes += 1
         self.last_push_at = time.time()
 
-    async def _push(self, gateways: httpx.AsyncClient, target: str, body: dict[str, Any]) -> bool:
+    async def _push(self, gateways: httpx.AsyncClient, target: str, body: bytes, revision: int) -> bool:
         try:
-            response = await gateways.post(f"{target}{PUSH_PATH}", json=body)
+            response = await gateways.post(f"{target}{PUSH_PATH}", content=body, headers=JSON)
         except httpx.HTTPError as e:
             log.warning("push to %s failed: %r (full state next time)", target, e)
             return False
         if response.status_code == 200:
             return True
-        log.warning("gateway %s refused a push (revision %s): %s %s", target, body.get("revision"),
+        log.warning("gateway %s refused a push (revision %s): %s %s", target, revision,
                     response.status_code, response.text[:300])
         return False
 

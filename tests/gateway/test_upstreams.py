@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -49,3 +50,27 @@ def test_config_changes_ask_for_routes_and_carry_policies() -> None:
     assert state.delta(delta)["policies"]["web"] == {"ratio": 20.0, "whitelist": ["a", "z"], "fallback": True,
                                                     "uid_source": "header", "uid_name": "X-User-Id"}
     assert state.full()["full"] is True and state.revision == 2
+
+
+def test_a_delta_is_sent_as_the_same_json_the_full_state_holds() -> None:
+    """The wire bytes, built from each peer's JSON kept since it was put, are exactly the compact
+    JSON of the upstreams as the full state holds them, through puts, moves, changes and removals."""
+    pods = [_inst(f"u{i:02d}", ip=f"10.88.0.{i}") for i in range(1, 30)]
+    state = RoutingState.seed(revision=1, instances=pods,
+                              routes=[{"host": "*", "path_prefix": "/", "service": "web", "env": "dev"}],
+                              policies=[{"service": "web", "ratio": 20}])
+    delta = state.apply([
+        _change(2, "UP", _inst("u99", group="gray", ip="10.88.1.9")),
+        _change(3, "DOWN", _inst("u05")),
+        _change(4, "CHANGED", _inst("u07", group="gray", ip="10.88.0.7")),   # moved to gray
+        _change(5, "CHANGED", _inst("u08", ip="10.88.2.8", port=9090)),      # new address
+        _change(6, "CHANGED", _inst("u09", port=None)),                        # no longer serves http
+        {"revision": 7, "type": "GRAY", "service": "web", "env": "", "instance": {"ratio": 5}},
+    ])
+    expected = {"revision": 7, "full": False, "upstreams": {"web/dev": state.full()["upstreams"]["web/dev"]},
+                "policies": state.full()["policies"]}
+    assert state.delta_body(delta) == json.dumps(expected, separators=(",", ":")).encode()
+    gray = [p["uid"] for p in expected["upstreams"]["web/dev"]["gray"]]
+    normal = {p["uid"]: p for p in expected["upstreams"]["web/dev"]["normal"]}
+    assert gray == ["u07", "u99"] and "u05" not in normal and "u09" not in normal
+    assert normal["u08"] == {"uid": "u08", "ip": "10.88.2.8", "port": 9090}
