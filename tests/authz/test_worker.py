@@ -26,7 +26,7 @@ from bizcloud.authz.grants import Kind
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.mariadb import MariaDbPair
 from bizcloud.authz.mysql import MysqlExecutor
-from bizcloud.authz.worker import AuthzWorker
+from bizcloud.authz.worker import REVISION_TTL_S, AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.kube.conditions import PodCondition
@@ -251,6 +251,37 @@ async def test_batches_and_kicks_share_converges_started_at_a_bounded_rate(world
         assert any(asked <= s <= answered for s in starts)  # a converge that began after it
         assert f"127.0.0.{60 + i}" in accounts
     assert world.accounts() == world.accounts(REPLICA_PORT) == {f"127.0.0.{60 + i}" for i in range(12)}
+
+
+async def test_a_config_change_reaches_kicked_converges_within_the_revision_ttl(world: World) -> None:
+    """Converges driven by pods reuse the config revision read within ``REVISION_TTL_S`` (the
+    reconcile loop's poll catches a change sooner, and converges everything from a fresh read)."""
+    reads: list[float] = []
+    revision = world.configs.revision
+
+    def counted() -> int:
+        reads.append(time.monotonic())
+        return revision()
+
+    world.configs.revision = counted  # type: ignore[method-assign]
+    world.live = [pod("127.0.0.51")]
+    began = time.monotonic()
+    for i in range(5):
+        await world.worker.converge(trigger=f"kick {i}")
+    assert world.accounts() == {"127.0.0.51"}
+    assert len(reads) <= (time.monotonic() - began) / REVISION_TTL_S + 1
+    world.configs.apply(inventory_yaml(MASTER_PORT, REPLICA_PORT) + "---\n" + yaml.safe_dump(
+        {"kind": "Service", "name": "demo-api", "dependencies": {}}), author="test")
+    before = len(reads)
+    await world.worker.converge(trigger="config", everything=True)  # the reconcile loop's: fresh
+    assert len(reads) == before + 1
+    assert world.accounts() == world.accounts(REPLICA_PORT) == set()
+
+    world.configs.apply(inventory_yaml(MASTER_PORT, REPLICA_PORT) + "---\n" + service_yaml(world.user),
+                        author="test")
+    await asyncio.sleep(REVISION_TTL_S)
+    await world.worker.converge(trigger="kick")  # past the TTL: read again
+    assert world.accounts() == world.accounts(REPLICA_PORT) == {"127.0.0.51"}
 
 
 async def test_a_failing_server_holds_the_gate_with_the_target_named(
