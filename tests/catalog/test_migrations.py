@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 
 from bizcloud.accounts.models import Base as AccountsBase
 from bizcloud.authz.models import Base as AuthzBase
-from bizcloud.catalog.db import alembic_config, make_engine, migrate
+from bizcloud.catalog.db import alembic_config, at_head, make_engine, migrate, script_head
 from bizcloud.catalog.models import Base
 from bizcloud.configcenter.models import Base as ConfigBase
 from bizcloud.release.models import Base as ReleaseBase
@@ -54,6 +54,36 @@ def test_migrate_is_idempotent_and_reversible(tmp_path: Path) -> None:
         command.downgrade(alembic_config(engine), "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         command.upgrade(alembic_config(engine), "head")
+        assert set(inspect(engine).get_table_names()) == TABLES
+    finally:
+        engine.dispose()
+
+
+def test_the_head_read_from_the_scripts_is_alembics(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'head.db'}")
+    try:
+        assert script_head() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_head_is_left_alone_without_importing_alembic(tmp_path: Path) -> None:
+    """Every start but the first finds the schema at head with one read: the process never loads
+    Alembic. A database one revision behind is not at head, and migrate brings it there."""
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    engine = make_engine(url)
+    try:
+        assert not at_head(engine)  # no alembic_version table yet
+        migrate(url)
+        assert at_head(engine)
+        code = (f"import sys; from bizcloud.catalog.db import migrate; migrate({url!r}); "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))")
+        loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert loaded.stdout.strip() == "[]"
+        command.downgrade(alembic_config(engine), "-1")
+        assert not at_head(engine)
+        migrate(url)
+        assert at_head(engine)
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
