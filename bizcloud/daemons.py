@@ -20,7 +20,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge, start_http_server
 from sqlalchemy import Engine
@@ -31,14 +31,12 @@ from bizcloud.authz.grants import Kind
 from bizcloud.authz.iptables import IptablesExecutor
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.mysql import MysqlExecutor
-from bizcloud.authz.soa import SoaWhitelistExecutor
 from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.push import ChangePusher
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.catalog.wakeup import WakeupSender, parse_targets
-from bizcloud.cluster import lifecycle
 from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
@@ -53,7 +51,11 @@ from bizcloud.monitor.model import Instance
 from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
-from bizcloud.soa.registry import SoaRegistry
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bizcloud.soa.registry import SoaRegistry
 
 log = logging.getLogger("bizcloud.daemons")
 
@@ -113,6 +115,8 @@ def _authz_worker(settings: Settings, engine: Engine, client: KubeClient, soa: S
     executors: dict[Kind, Executor] = {Kind.MYSQL: MysqlExecutor(inventory, credentials),
                                        Kind.TCP: IptablesExecutor(inventory)}
     if soa is not None:
+        from bizcloud.authz.soa import SoaWhitelistExecutor  # noqa: PLC0415 - see _kubeconfig
+
         executors[Kind.SOA] = SoaWhitelistExecutor(soa.client)
 
     async def write_gate(instance: Instance, condition: PodCondition) -> None:
@@ -123,6 +127,18 @@ def _authz_worker(settings: Settings, engine: Engine, client: KubeClient, soa: S
                          live=live, credentials=credentials, retry_max=settings.authz_retry_max_s,
                          write_gate=write_gate)
     return worker
+
+
+def _kubeconfig(settings: Settings) -> Path:
+    """The cluster's kubeconfig. Why the lazy imports here and for ZooKeeper: the monitor is
+    CPU-bound from its start until its backlog is committed, and what it loads before its first
+    event is part of that; the local cluster's lifecycle (with the PKI's cryptography) and kazoo
+    are loaded only by a monitor that uses them."""
+    if settings.kubeconfig:
+        return settings.kubeconfig.expanduser().resolve()
+    from bizcloud.cluster import lifecycle  # noqa: PLC0415
+
+    return lifecycle.kubeconfig_path(settings)
 
 
 async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str | None = None,
@@ -143,9 +159,13 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
 
     catalog = CatalogSubscriber(store, on_commit=committed)
     zookeeper_hosts = zookeeper.resolve_hosts(settings)
-    soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live()) if zookeeper_hosts else None  # noqa: PLW0108 - monitor is made below
+    soa: SoaRegistry | None = None
+    if zookeeper_hosts:
+        from bizcloud.soa.registry import SoaRegistry  # noqa: PLC0415 - see _kubeconfig
+
+        soa = SoaRegistry.connect(zookeeper_hosts, live=lambda: monitor.live())  # noqa: PLW0108 - monitor is made below
     identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    config = kube_config.load(lifecycle.kubeconfig_path(settings))
+    config = kube_config.load(_kubeconfig(settings))
     lease = settings.monitor_lease_duration_s
     async with KubeClient.from_config(config) as client:
         authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.addressed())  # noqa: PLW0108
