@@ -9,6 +9,7 @@ do), exactly as ``bizcloud monitor`` wires them. Time: handler start -> everythi
 journaled.
 
     .venv/bin/python -m bench.monitor_backlog --pods 10000 [--profile out.prof] [--rounds 3]
+        [--switch-interval-ms 1 5]   # A/B of the GIL switch interval, rounds alternating
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import cProfile
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,8 +86,28 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="write a cProfile of one round here")
+    parser.add_argument("--switch-interval-ms", type=float, nargs="+", metavar="MS",
+                        help="sys.setswitchinterval for the rounds (`bizcloud monitor` sets 1 ms); several "
+                             "values alternate round by round and are reported apart")
     args = parser.parse_args()
     objects = pods(args.pods)
+    if args.switch_interval_ms:
+        by_interval: dict[float, tuple[list[float], list[float]]] = {
+            ms: ([], []) for ms in args.switch_interval_ms}
+        with tempfile.TemporaryDirectory(prefix="bc-backlog-") as scratch:
+            asyncio.run(backlog(objects, Path(scratch) / "warm-up.db"))  # first-use imports and caches
+            for n in range(args.rounds):
+                for ms, (walls, cpu_times) in by_interval.items():
+                    sys.setswitchinterval(ms / 1000)
+                    elapsed, cpu = asyncio.run(backlog(objects, Path(scratch) / f"catalog-{n}-{ms}.db"))
+                    walls.append(elapsed)
+                    cpu_times.append(cpu)
+        print(json.dumps({"pods": args.pods, "by_switch_interval_ms": {
+            str(ms): {"seconds": [round(t, 3) for t in walls], "median_s": round(statistics.median(walls), 3),
+                      "cpu_s": [round(c, 3) for c in cpu_times],
+                      "median_cpu_s": round(statistics.median(cpu_times), 3)}
+            for ms, (walls, cpu_times) in by_interval.items()}}))
+        return
     times: list[float] = []
     cpus: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bc-backlog-") as scratch:
