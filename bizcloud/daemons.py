@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge, start_http_server
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData
 
 from bizcloud.authz.credentials import KubeCredentials
 from bizcloud.authz.executor import Executor
@@ -141,6 +141,19 @@ def _kubeconfig(settings: Settings) -> Path:
     return lifecycle.kubeconfig_path(settings)
 
 
+def database_schema() -> list[MetaData]:
+    """Every table of the catalog's database: each layer that owns tables keeps its models on a
+    metadata of its own, and only a layer above them all can list them. A fresh database is made
+    from these in one go (``migrate_engine(schema=...)``); the models are imported only then."""
+    from bizcloud.accounts.models import Base as Accounts  # noqa: PLC0415
+    from bizcloud.authz.models import Base as Authz  # noqa: PLC0415
+    from bizcloud.catalog.models import Base as Catalog  # noqa: PLC0415
+    from bizcloud.configcenter.models import Base as Config  # noqa: PLC0415
+    from bizcloud.release.models import Base as Release  # noqa: PLC0415
+
+    return [base.metadata for base in (Catalog, Accounts, Config, Authz, Release)]
+
+
 async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str | None = None,
                       metrics_port: int | None = None) -> Monitor:
     """Run one monitor until ``stop``; returns it (tests inspect it)."""
@@ -177,7 +190,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         # before this monitor leads (a standby only keeps its table), and leading waits for both.
         watching = asyncio.create_task(reflector.run(stop), name="reflector")
         try:
-            await asyncio.gather(asyncio.to_thread(migrate_engine, engine),
+            await asyncio.gather(asyncio.to_thread(migrate_engine, engine, schema=database_schema),
                                  ensure_namespace(client, settings.monitor_lease_namespace))
         except BaseException:
             watching.cancel()
