@@ -34,7 +34,7 @@ from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
 from bizcloud.catalog.push import ChangePusher
-from bizcloud.catalog.store import CatalogStore
+from bizcloud.catalog.store import CatalogStore, Committed
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.catalog.wakeup import WakeupSender, parse_targets
 from bizcloud.configcenter.schema import Inventory
@@ -160,17 +160,15 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     engine = make_engine(settings.resolved_database_url())
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
-    store = CatalogStore(engine)
-    gateways = ChangePusher(lambda since, limit: store.changes_since(revision=since, limit=limit),
-                            parse_targets(settings.gateway_feed,
-                                          default=("127.0.0.1", settings.gateway_admin_port),
-                                          setting="gateway_feed"))
+    gateways = ChangePusher(parse_targets(settings.gateway_feed, setting="gateway_feed",
+                                          default=("127.0.0.1", settings.gateway_admin_port)))
 
-    def committed(revision: int) -> None:   # the gateways first: they are the latency-bound readers
-        gateways.committed(revision)
-        wakeups.notify(revision)
+    def committed(changes: Committed) -> None:   # the gateways first: they are the latency-bound readers
+        gateways(changes)
+        wakeups.notify(changes.revision)
 
-    catalog = CatalogSubscriber(store, on_commit=committed)
+    store = CatalogStore(engine, on_commit=committed)
+    catalog = CatalogSubscriber(store)
     zookeeper_hosts = zookeeper.resolve_hosts(settings)
     soa: SoaRegistry | None = None
     if zookeeper_hosts:
@@ -224,7 +222,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
             task.cancel()
         await dispatcher.stop()
         await authz.aclose()
-        await gateways.aclose()
+        gateways.close()
     if soa is not None:
         soa.close()
     wakeups.close()

@@ -4,9 +4,9 @@ The change stream (``/changes`` on the API server) is how every reader follows t
 it stays the authority. But on the gateway's path it costs a hop per commit: the monitor's
 wake-up datagram, the server's two reads, an HTTP answer, the syncer's parse — each a process or
 thread that a loaded machine schedules late (at 1,000 churning pods on 2 cores, committed ->
-answered was p50 25 / p99 199 ms). So after each commit the monitor also reads the rows it just
-committed (and any other writer's in between: it reads by revision, so what it sends has no
-holes) and sends them to every gateway it was told about (``BIZCLOUD_GATEWAY_FEED``; by default
+answered was p50 25 / p99 199 ms). So after each commit the monitor also takes the changes it just
+committed, straight from the committing thread (the store's ``on_commit`` hook), and sends
+them to every gateway it was told about (``BIZCLOUD_GATEWAY_FEED``; by default
 the local gateway's admin port, UDP beside nginx's TCP): ``bizcloud-changes `` + JSON
 ``{"changes": [...]}``, in the change stream's own shape, split so each datagram stays small.
 
@@ -20,21 +20,19 @@ stream's usual delay, never a wrong table for longer than that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bizcloud.catalog.store import ChangeOut
+from bizcloud.catalog.store import ChangeOut, Committed
 from bizcloud.catalog.wakeup import Address, WakeupSender
 
 log = logging.getLogger(__name__)
 
 PREFIX = b"bizcloud-changes "
-MAX_DATAGRAM = 60_000   # below UDP's 65,507-byte limit; a bigger read goes out in several
-MAX_READ = 2000         # changes read per look; a longer run (a relist's backlog) is left to the stream
+MAX_DATAGRAM = 60_000   # below UDP's 65,507-byte limit; more go out in several
+MAX_PUSH = 500          # changes pushed per commit; a bigger one (a relist's backlog) is the stream's
 
 
 def change_json(change: ChangeOut) -> dict[str, Any]:
@@ -90,57 +88,35 @@ def decode(datagram: bytes) -> list[dict[str, Any]] | None:
 
 
 class ChangePusher:
-    """The monitor's side: ``committed(revision)`` after each commit (the catalog subscriber's
-    ``on_commit``); one task reads what was committed since the last send and sends it. Never
-    blocks a commit and never raises into one."""
+    """The monitor's side: the catalog store's ``on_commit`` hook (``CatalogStore(on_commit=...)``),
+    called on the committing thread right after each commit, in revision order; sends what was
+    committed to every gateway. Never blocks a commit and never raises into one.
 
-    def __init__(self, read: Callable[[int, int], list[ChangeOut]], targets: Sequence[Address]) -> None:
-        self._read = read          # (since, limit) -> changes after since: CatalogStore.changes_since
+    A commit of more than ``max_changes`` changes (a relist's backlog) is not pushed: the change
+    stream carries big pages more cheaply than thousands of datagrams encoded on the commit's
+    thread, and nothing latency-bound waits on a backlog. The syncer sees the hole it leaves and
+    follows the stream until it is past it.
+    """
+
+    def __init__(self, targets: Sequence[Address], *, max_changes: int = MAX_PUSH) -> None:
         self._sender = WakeupSender(targets)
-        self._sent: int | None = None
-        self._wanted = 0
-        self._task: asyncio.Task[None] | None = None
-        # Its reads on a thread of its own: in the loop's shared pool they waited behind journal
-        # writes and grants, and this read is on every commit's way to the gateways.
-        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-feed")
+        self._max_changes = max_changes
 
     @property
     def targets(self) -> list[Address]:
         return self._sender.targets
 
-    def committed(self, revision: int) -> None:
-        if not self._sender.targets:
+    def __call__(self, committed: Committed) -> None:
+        if not self._sender.targets or len(committed.revisions) > self._max_changes:
             return
-        self._wanted = max(self._wanted, revision)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._send(), name="gateway-feed")
-
-    async def _send(self) -> None:
         try:
-            while self._sent is None or self._wanted > self._sent:
-                wanted = self._wanted
-                if self._sent is None or wanted - self._sent > MAX_READ:
-                    # first commit, or too far behind: from just before this commit (older ones are
-                    # the stream's; the syncer waits for it when it sees the hole)
-                    self._sent = max(0, wanted - 1) if self._sent is None else wanted - MAX_READ
-                since = self._sent
-                rows = await asyncio.get_running_loop().run_in_executor(self._reads, self._read, since,
-                                                                         wanted - since)
-                changes = [change_json(c) for c in rows if c.revision <= wanted]
-                for datagram in encode(changes):
-                    self._sender.send(datagram)
-                self._sent = wanted
-        except Exception:  # the catalog may be away: the gateways follow the stream meanwhile
+            for datagram in encode([change_json(c) for c in committed.changes()]):
+                self._sender.send(datagram)
+        except Exception:  # the gateways follow the stream meanwhile
             log.exception("pushing committed changes to the gateways failed")
-            self._sent = None
 
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def close(self) -> None:
         self._sender.close()
-        self._reads.shutdown(wait=False)
 
 
 class _Receiver(asyncio.DatagramProtocol):

@@ -15,7 +15,7 @@ retries and re-syncs after a relist leave the change stream free of duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,8 +31,8 @@ from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, No
 from bizcloud.catalog.policies import ConfigChange, GrayPolicyOut, UidSource, change_type, invalid_address
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 
-__all__ = ["CatalogStore", "ChangeOut", "EnvironmentOut", "GrayPolicyOut", "RouteOut", "ServiceOut",
-           "Snapshot", "snapshot_of"]
+__all__ = ["CatalogStore", "ChangeOut", "Committed", "EnvironmentOut", "GrayPolicyOut", "RouteOut",
+           "ServiceOut", "Snapshot", "snapshot_of"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,28 @@ class ChangeOut:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """The instance changes one transaction committed, in revision order, as the store's
+    ``on_commit`` hook receives them: built into ``ChangeOut``s only when asked (``changes``),
+    because a relist commits thousands that the hook's readers (the gateway push) may skip."""
+
+    applied: Sequence[tuple[EventType, Instance]]
+    revisions: Sequence[int]
+    at: datetime
+
+    @property
+    def revision(self) -> int:
+        """The newest revision committed."""
+        return self.revisions[-1]
+
+    def changes(self) -> list[ChangeOut]:
+        """The changes as the change stream serves them. Purely computational."""
+        return [ChangeOut(revision=revision, type=kind, uid=instance.uid, service=instance.service,
+                          env=instance.env, group=instance.group, instance=snapshot_of(instance), at=self.at)
+                for (kind, instance), revision in zip(self.applied, self.revisions, strict=True)]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Instances and the revision they are current at, read together, so a reader can resume from it."""
 
@@ -100,9 +122,13 @@ def snapshot_of(instance: Instance) -> dict[str, Any]:
 class CatalogStore:
     """Services, environments, routes, instances and the change stream on one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, on_commit: Callable[[Committed], None] | None = None) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        # Told of every commit of instance changes, on the committing thread, in revision order
+        # (it runs under the write lock): the monitor's wake-ups and gateway pushes start from the
+        # commit itself, with no hop through an event loop or a read of what was just written.
+        self._on_commit = on_commit
         # Revisions must become visible in the order they are handed out, or a reader resuming
         # after revision N could skip a smaller one committed later. SQLite serializes writers by
         # itself; this lock does it for the threads of one process, the advisory lock for PostgreSQL.
@@ -282,15 +308,32 @@ class CatalogStore:
         if not events:
             return []
         events = [_refuse_invalid_address(e) for e in events]
-        with self._change_lock, self._session(write=True) as s:
+        with self._change_lock:
+            outcome, committed = self._apply_events(events)
+            if committed is not None and self._on_commit is not None:
+                self._announce(committed)
+        return outcome
+
+    def _announce(self, committed: Committed) -> None:
+        """Tell ``on_commit``; the commit stands whatever happens there (readers poll as a fallback)."""
+        assert self._on_commit is not None
+        try:
+            self._on_commit(committed)
+        except Exception:
+            log.exception("announcing catalog revision %s failed (readers will find it by polling)",
+                          committed.revision)
+
+    def _apply_events(self, events: list[InstanceEvent]) -> tuple[list[int | None], Committed | None]:
+        """``apply_events``' transaction: per event its revision or None, and what it committed."""
+        with self._session(write=True) as s:
             self._lock_changes(s)
             stored = {PodUid(uid): _instance_of(row)
                       for uid, row in _rows_by_uid(s, {e.instance.uid for e in events}).items()}
             plan = _plan(events, stored)
             self._ensure_services_and_envs(s, plan.final.values())
-            revisions = _insert_changes(s, plan.changes)
-            last_revision = {plan.changes[i][1].uid: revisions[i] for i in range(len(plan.changes))}
             now = models.utcnow()
+            revisions = _insert_changes(s, plan.changes, now)
+            last_revision = {plan.changes[i][1].uid: revisions[i] for i in range(len(plan.changes))}
             gone = [uid for uid, instance in plan.final.items() if instance is None and uid in stored]
             if gone:
                 s.execute(delete(models.Instance).where(models.Instance.uid.in_(gone)))
@@ -303,7 +346,8 @@ class CatalogStore:
             changed = [dict(zip(_INSTANCE_COLUMNS, r, strict=True)) for r in rows if r[0] in stored]
             if changed:
                 s.execute(update(models.Instance), changed)
-            return [None if n is None else revisions[n] for n in plan.outcome]
+        outcome = [None if n is None else revisions[n] for n in plan.outcome]
+        return outcome, Committed(plan.changes, revisions, now) if revisions else None
 
     def _ensure_services_and_envs(self, s: Session, instances: Iterable[Instance | None]) -> None:
         """Create the Service and Environment rows instances point at, the first time one is seen."""
@@ -463,11 +507,10 @@ def _table(model: type[models.Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]]) -> list[int]:
+def _insert_changes(s: Session, changes: list[tuple[EventType, Instance]], now: datetime) -> list[int]:
     """Insert the Change rows in order; their revisions, in the same order."""
     if not changes:
         return []
-    now = models.utcnow()
     table = _table(models.Change)
     if s.get_bind().dialect.name != "sqlite":
         values = [{"type": kind.value, "uid": i.uid, "service": i.service, "env": i.env,

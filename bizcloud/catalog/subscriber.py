@@ -5,9 +5,9 @@ once); the reconciler compares the cluster with ``instances()``; the dispatcher 
 with ``record``. All three run the synchronous store in a worker thread so the monitor's event
 loop keeps watching while SQL commits. ``handle`` returns as soon as the change is committed, so
 the monitor's pod-transition -> catalog-committed latency (from ``event.observed_at``) is the
-store's commit time plus one thread hop. After a commit that changed the catalog, ``on_commit``
-(the wake-up datagram to the API servers, ``wakeup.py``) is told the new revision, so long-polls
-of the change stream answer now instead of at the server's next look at the database.
+store's commit time plus one thread hop. Who must hear of a commit at once (the API servers'
+wake-ups, the gateways' pushes) is told by the store itself, on the committing thread
+(``CatalogStore(on_commit=...)``), before this subscriber's coroutine even resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import Counter, Histogram
@@ -45,9 +45,8 @@ class CatalogSubscriber:
 
     name = "catalog"
 
-    def __init__(self, store: CatalogStore, *, on_commit: Callable[[int], None] | None = None) -> None:
+    def __init__(self, store: CatalogStore) -> None:
         self._store = store
-        self._on_commit = on_commit
         self.last_revision: int | None = None        # the newest revision this subscriber committed
         self.last_committed_at: float | None = None  # time.time() right after that commit
         # Commits run on a thread of their own, not the loop's shared pool: there they queued
@@ -67,7 +66,6 @@ class CatalogSubscriber:
         CHANGES.labels(type=event.type.value).inc()
         self.last_revision = revision
         self.last_committed_at = time.time()
-        self._committed(revision)
 
     async def handle_batch(self, events: Sequence[InstanceEvent]) -> None:
         """Apply many events in one transaction (the dispatcher's batch lane uses this)."""
@@ -92,16 +90,6 @@ class CatalogSubscriber:
                 self.last_revision = revision
         if any(r is not None for r in revisions):
             self.last_committed_at = time.time()
-            self._committed(max(r for r in revisions if r is not None))
-
-    def _committed(self, revision: int) -> None:
-        """Announce a commit; it is done whatever happens here (the servers' poll is the fallback)."""
-        if self._on_commit is None:
-            return
-        try:
-            self._on_commit(revision)
-        except Exception:
-            log.exception("announcing catalog revision %s failed (servers will find it by polling)", revision)
 
     async def record_batch(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
                            attempts: int, error: str | None = None) -> None:

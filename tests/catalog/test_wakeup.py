@@ -59,7 +59,7 @@ async def monitor_side(db_url: str, targets: list[Address]) -> AsyncIterator[Cat
     engine = make_engine(db_url)
     sender = WakeupSender(targets)
     try:
-        yield CatalogSubscriber(CatalogStore(engine), on_commit=sender.notify)
+        yield CatalogSubscriber(CatalogStore(engine, on_commit=lambda done: sender.notify(done.revision)))
     finally:
         sender.close()
         engine.dispose()

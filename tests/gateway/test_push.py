@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 
 from bizcloud.catalog import push, wakeup
-from bizcloud.catalog.store import CatalogStore, snapshot_of
+from bizcloud.catalog.store import CatalogStore, Committed, snapshot_of
 from bizcloud.gateway.nginxconf import GatewayConfig, GatewayPaths
 from bizcloud.gateway.runner import run_gateway
 from bizcloud.gateway.syncer import Syncer
-from bizcloud.monitor.model import EventType
+from bizcloud.monitor.model import EventType, InstanceEvent
 from bizcloud.web.app import create_app
 from tests.catalog.conftest import db_url, engine, event, instance, store  # noqa: F401
 from tests.catalog.test_api import serving
 from tests.gateway.conftest import Backend, Gateway, backends, eventually  # noqa: F401
-from tests.gateway.test_gateway import _down, _peers, _route, _up
+from tests.gateway.test_gateway import _peers, _route, _up
 
 GATEWAY_PORT, ADMIN_PORT = 18782, 18783   # this suite's range: 18700-18799
 
@@ -56,17 +56,7 @@ class Pushed:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(wakeup.encode(revision), self.wakeup)
 
-    pusher: push.ChangePusher
-    pusher_loop: asyncio.AbstractEventLoop
-
-    def push_committed(self, revision: int) -> None:
-        """What the monitor does after a commit: the real ChangePusher (one for the test, as one per
-        monitor), on the real store."""
-        asyncio.run_coroutine_threadsafe(self._committed(revision), self.pusher_loop).result(5)
-        time.sleep(0.1)
-
-    async def _committed(self, revision: int) -> None:
-        self.pusher.committed(revision)
+    store: CatalogStore   # the monitor's store: every commit is pushed by the real ChangePusher
 
 
 @pytest.fixture
@@ -91,18 +81,17 @@ def pushed(db_url: str, store: CatalogStore, tmp_path: Path) -> Iterator[Pushed]
         thread.start()
         eventually(lambda: syncer.pushes > 0 or _answers(gw), what="the gateway started", timeout=20)
         time.sleep(0.3)   # the syncer's first long poll is waiting
-        pusher_loop = asyncio.new_event_loop()
-        threading.Thread(target=pusher_loop.run_forever, daemon=True).start()
-        pusher = push.ChangePusher(lambda since, limit: store.changes_since(revision=since, limit=limit),
-                                   [feed])
-        pusher._sent = store.latest_revision()   # as after the monitor's first commit
-        yield Pushed(gateway=gw, syncer=syncer, feed=feed, wakeup=wake, pusher=pusher,
-                     pusher_loop=pusher_loop)
-        asyncio.run_coroutine_threadsafe(pusher.aclose(), pusher_loop).result(5)
-        pusher_loop.call_soon_threadsafe(pusher_loop.stop)
+        pusher = push.ChangePusher([feed], max_changes=2)
+        yield Pushed(gateway=gw, syncer=syncer, feed=feed, wakeup=wake,
+                     store=CatalogStore(store.engine, on_commit=pusher))
+        pusher.close()
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=40)
         assert not thread.is_alive()
+
+
+def _event(kind: EventType, backend: Backend) -> InstanceEvent:
+    return event(kind, instance(backend.name, service="shop", ip="127.0.0.1", ports={"http": backend.port}))
 
 
 def _answers(gw: Gateway) -> bool:
@@ -117,13 +106,10 @@ def test_a_pushed_commit_is_routable_before_the_stream_answers_and_the_stream_ag
         pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
     a, b, _, _ = backends
     revision = store.latest_revision()
-    _up(store, a)
-    pushed.push_committed(revision + 1)
+    _up(pushed.store, a)
     eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=2, what="the pushed UP in nginx")
     assert pushed.syncer.taken == 1
-    _up(store, b)
-    _down(store, a)
-    pushed.push_committed(revision + 3)
+    pushed.store.apply_events(events=[_event(EventType.UP, b), _event(EventType.DOWN, a)])
     eventually(lambda: _peers(pushed.gateway) == {b.port}, timeout=2, what="the pushed UP and DOWN")
     assert pushed.syncer.taken == 3
     pushed.wake_the_stream(revision + 3)
@@ -182,8 +168,31 @@ def test_what_is_not_a_well_formed_push_is_ignored(datagram: bytes) -> None:
     assert push.decode(datagram) is None
 
 
-def test_down_is_pushed_too(store: CatalogStore) -> None:  # noqa: F811
-    store.apply_event(event=event(EventType.UP, instance("u1", service="shop")))
-    store.apply_event(event=event(EventType.DOWN, instance("u1", service="shop")))
-    rows = [push.change_json(c) for c in store.changes_since(revision=0, limit=10)]
-    assert [r["type"] for r in rows if r["uid"] == "u1"] == ["UP", "DOWN"]
+def test_a_commit_bigger_than_the_limit_is_left_to_the_stream_and_pushes_resume_after_it(
+        pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
+    a, b, c, d = backends
+    revision = store.latest_revision()
+    pushed.store.apply_events(events=[_event(EventType.UP, x) for x in (a, b, c)])   # 3 > max_changes=2
+    time.sleep(0.5)
+    assert pushed.syncer.taken == 0 and _peers(pushed.gateway) == set()
+    pushed.wake_the_stream(revision + 3)
+    eventually(lambda: _peers(pushed.gateway) == {a.port, b.port, c.port}, timeout=5,
+               what="the stream's page")
+    _up(pushed.store, d)
+    eventually(lambda: d.port in _peers(pushed.gateway), timeout=2, what="the next commit, pushed")
+    assert pushed.syncer.taken == 1
+
+
+def test_what_is_pushed_is_what_the_stream_serves(store: CatalogStore) -> None:  # noqa: F811
+    committed: list[Committed] = []
+    monitors = CatalogStore(store.engine, on_commit=committed.append)
+    monitors.apply_event(event=event(EventType.UP, instance("u1", service="shop")))
+    monitors.apply_events(events=[event(EventType.DOWN, instance("u1", service="shop")),
+                                  event(EventType.UP, instance("u2", service="shop", ip="10.0.0.2"))])
+    monitors.apply_event(event=event(EventType.UP, instance("u2", service="shop", ip="10.0.0.2")))  # no-op
+    pushed = [push.change_json(c) for batch in committed for c in batch.changes()]
+    streamed = [push.change_json(c) for c in store.changes_since(revision=0, limit=10)]
+    assert [c["type"] for c in pushed] == ["UP", "DOWN", "UP"]
+    assert [c["revision"] for c in pushed] == [c["revision"] for c in streamed]
+    assert [b.revision for b in committed] == [pushed[0]["revision"], pushed[2]["revision"]]  # not the no-op
+    assert pushed == streamed
