@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 
+from bizcloud.errors import KubeError
 from bizcloud.kube.config import KubeConfig
 from bizcloud.kube.errors import KubeApiError, KubeUnavailable
+from bizcloud.kube.watchstream import WatchStreamer
 
 Obj = dict[str, Any]
 Objs = list[Obj]
@@ -33,12 +35,14 @@ JSON_PATCH = "application/json-patch+json"
 class KubeClient:
     """One AsyncClient (one connection pool) per API server; share it between tasks."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, config: KubeConfig | None = None) -> None:
         self.http = http
+        self._watches = (WatchStreamer(config, connect_timeout=http.timeout.connect or 30.0)
+                         if config is not None else None)
 
     @classmethod
     def from_config(cls, config: KubeConfig, **kwargs: Any) -> KubeClient:
-        return cls(config.async_client(**kwargs))
+        return cls(config.async_client(**kwargs), config)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -95,31 +99,18 @@ class KubeClient:
                            read_timeout: float | None = None) -> AsyncIterator[Obj]:
         """Watch events (``{"type", "object"}``) as they arrive, until the server ends the stream.
 
-        ``read_timeout`` bounds the silence between two chunks, so a half-open connection ends
+        ``read_timeout`` bounds the silence between two reads, so a half-open connection ends
         the watch (as ``KubeUnavailable``) instead of hanging forever. An ``ERROR`` event is
-        raised as the matching ``KubeApiError`` (``Gone`` for 410).
+        raised as the matching ``KubeApiError`` (``Gone`` for 410). The stream is read by
+        ``WatchStreamer`` on a connection of its own, not by httpx: see ``bizcloud.kube.watchstream``.
         """
-        query = {**(params or {}), "watch": "true"}
-        timeout = httpx.Timeout(self.http.timeout.connect or 30.0, read=read_timeout)
-        try:
-            async with self.http.stream("GET", path, params=query, timeout=timeout) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    _raise_for_status(response)
-                # Lines split as bytes and decoded by json.loads directly: httpx's text decoding
-                # and line splitting cost a tenth of a 10,000-pod list's read.
-                pending = b""
-                async for chunk in response.aiter_bytes():
-                    lines = (pending + chunk if pending else chunk).split(b"\n")
-                    pending = lines.pop()
-                    for line in lines:
-                        if line.strip():
-                            yield _event(line, path)
-                if pending.strip():
-                    yield _event(pending, path)
-        except httpx.TransportError as e:
-            raise KubeUnavailable(f"watch {path}: {type(e).__name__}: {e}",
-                                  hint="is the API server up? `bizcloud cluster status`") from e
+        if self._watches is None:
+            raise KubeError("this KubeClient was made without a KubeConfig, so it cannot watch",
+                            hint="make it with KubeClient.from_config(config)")
+        request = self.http.build_request("GET", path, params={**(params or {}), "watch": "true"})
+        what = f"watch {path}"
+        async for line in self._watches.lines(request, read_timeout=read_timeout, what=what):
+            yield _event(line, path)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
