@@ -200,7 +200,7 @@ all (``bizcloud.daemons``), since the catalog sits below most of the layers that
 
 # Alembic's own record of the revision, as ``alembic.ddl.impl.DefaultImpl.version_table_impl``
 # makes it (name, type, primary key name), so a database made from the models is Alembic's to upgrade.
-_VERSION_TABLE = Table("alembic_version", MetaData(),
+VERSION_TABLE = Table("alembic_version", MetaData(),
                        Column("version_num", String(32), nullable=False),
                        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
@@ -250,8 +250,8 @@ def create_fresh(engine: Engine, schema: Schema) -> bool:
                 return False
             for metadata in schema():
                 metadata.create_all(connection, checkfirst=False)
-            _VERSION_TABLE.create(connection)
-            connection.execute(insert(_VERSION_TABLE).values(version_num=head))
+            VERSION_TABLE.create(connection)
+            connection.execute(insert(VERSION_TABLE).values(version_num=head))
     except SQLAlchemyError as e:
         raise _unavailable(e) from e
     return True
