@@ -11,7 +11,7 @@ cache reports a too-old resourceVersion.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -96,7 +96,7 @@ class KubeClient:
     # --- watch -------------------------------------------------------------------------------------
 
     async def stream_watch(self, path: str, params: Params | None = None, *,
-                           read_timeout: float | None = None) -> AsyncIterator[Obj]:
+                           read_timeout: float | None = None) -> AsyncGenerator[Obj, None]:
         """Watch events (``{"type", "object"}``) as they arrive, until the server ends the stream.
 
         ``read_timeout`` bounds the silence between two reads, so a half-open connection ends
