@@ -11,6 +11,10 @@ import sys
 
 
 def _monitor() -> None:
+    # httpx imports its own command-line client on import when rich, click and pygments are
+    # installed (the CLI's dependencies are): 26 ms of the monitor's start for a `main` it never
+    # calls. A None entry makes that import fail as if they were missing; httpx then keeps a stub.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from bizcloud.daemons import monitor_main  # noqa: PLC0415
     from bizcloud.errors import BizCloudError  # noqa: PLC0415
     from bizcloud.settings import get_settings  # noqa: PLC0415

@@ -42,8 +42,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pymysql
-
 from bizcloud import identifiers
 from bizcloud.authz.executor import ExecutorUnavailableError
 from bizcloud.authz.grants import Converged, Grant, Kind, MysqlAccess, TargetPlan
@@ -449,8 +447,10 @@ class MysqlExecutor:
         by_owner = {o: await self._credentials.password(o[1], o[2], o[0]) for o in sorted(owners)}
         passwords = {a: by_owner[(a[0], d.service, d.env)] for a, d in desired.items()}
         # as given, and as the driver escapes them into a statement's text (which errors may quote)
+        from pymysql.converters import escape_string  # noqa: PLC0415 - see mysql_sessions' docstring
+
         secrets = [form for secret in (admin_password, *by_owner.values())
-                   for form in (secret, pymysql.converters.escape_string(secret))]
+                   for form in (secret, escape_string(secret))]
         try:
             changes = await asyncio.to_thread(self._converge_sync, server=server, target=plan.target,
                                               admin=(admin_user, admin_password), users=users,
@@ -471,6 +471,8 @@ class MysqlExecutor:
     def _converge_sync(self, *, server: Server, target: str, admin: tuple[str, str], users: list[str],
                        desired: dict[Account, Desired], passwords: dict[Account, str],
                        everything: bool) -> Changes:
+        import pymysql  # noqa: PLC0415 - see mysql_sessions' docstring
+
         admin_user, admin_password = admin
         hashes = {account: native_password_hash(password) for account, password in passwords.items()}
         loopback = _is_loopback(server.host)
@@ -501,6 +503,8 @@ class MysqlExecutor:
     def _apply(cursor: Any, target: str, users: list[str], desired: dict[Account, Desired], *,
                passwords: dict[Account, str], hashes: dict[Account, str],
                concerned: set[Account] | None) -> Changes:
+        import pymysql  # noqa: PLC0415 - see mysql_sessions' docstring
+
         hosts = sorted({ip for _, ip in concerned}) if concerned is not None else None
         actual = read_actual(cursor, users, hosts)
         wanted = desired

@@ -18,6 +18,11 @@ hand: literals are escaped by the driver (``cursor.mogrify``), identifiers are q
 ``quote_identifier`` after validation, and privilege keywords come from a fixed set. Each
 statement of a batch is answered in order, so a failure names the statement that failed (by its
 ``what``, which carries no secret) and the ones after it did not run.
+
+The driver is imported where a session is first opened, not with this module: the monitor loads
+this module for its MySQL executor at start, while its CPU-bound backlog runs, and most
+monitors converge no MySQL server then (or ever); pymysql (with the cryptography its
+authentication plugins load) was 20 ms of that start.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pymysql
-from pymysql.constants import CLIENT
+if TYPE_CHECKING:
+    import pymysql
 
 log = logging.getLogger("bizcloud.authz.mysql")
 
@@ -62,6 +67,8 @@ def _digest(password: str) -> bytes:
 
 
 def _close(conn: pymysql.Connection[Any]) -> None:
+    import pymysql  # noqa: PLC0415 - see the module docstring
+
     with contextlib.suppress(pymysql.Error, OSError):
         conn.close()
 
@@ -91,6 +98,8 @@ class AdminSessions:
         state is unknown), so the next caller opens a fresh one. Connecting failures raise the
         driver's error as ``StepError("connecting to …")``.
         """
+        import pymysql  # noqa: PLC0415 - see the module docstring
+
         key = (host, port)
         lock = self._lock(key)
         if not lock.acquire(timeout=self._connect_timeout + 2 * self._io_timeout):
@@ -128,6 +137,9 @@ class AdminSessions:
               ssl_disabled: bool) -> tuple[pymysql.Connection[Any], int]:
         # TLS is preferred (the driver's default) except on loopback, where it protects nothing
         # and building its context costs more than a whole converge.
+        import pymysql  # noqa: PLC0415 - see the module docstring
+        from pymysql.constants import CLIENT  # noqa: PLC0415
+
         conn = pymysql.connect(host=host, port=port, user=user, password=password, ssl_disabled=ssl_disabled,
                                connect_timeout=self._connect_timeout, read_timeout=self._io_timeout,
                                write_timeout=self._io_timeout, autocommit=True,
@@ -197,6 +209,8 @@ def run_batch(cursor: Any, statements: Sequence[Sql]) -> list[tuple[tuple[Any, .
 
 
 def _send(cursor: Any, chunk: list[tuple[str, str]]) -> list[tuple[tuple[Any, ...], ...]]:
+    import pymysql  # noqa: PLC0415 - loaded by the session the cursor came from
+
     results: list[tuple[tuple[Any, ...], ...]] = []
     index = 0
     try:

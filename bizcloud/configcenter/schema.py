@@ -35,7 +35,10 @@ PortName = Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$")]  
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built when it first validates, not at import. The
+    # monitor imports these models at start (its authorization worker plans with them) while its
+    # backlog runs, and usually validates only the inventory then, or nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # --- service config ----------------------------------------------------------------------------
@@ -77,7 +80,7 @@ class Patch(Strict):
     ``group`` narrows a workload patch to the normal or the gray Deployment.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     kind: KindName
     name: str | None = None
@@ -174,7 +177,7 @@ class ServiceConfig(Strict):
     ports: dict[PortName, Port] = Field(default_factory=dict)
     resources: dict[EnvName, Resources] = Field(default_factory=dict)
     files: tuple[ConfigFile, ...] = ()
-    dependencies: Dependencies = Dependencies()
+    dependencies: Dependencies = Field(default_factory=Dependencies)  # a factory: see Strict
     # What the release templates run: the image (a deploy's --image wins, then the image running
     # now), its command and args, variables for every environment (resources.<env>.env adds and
     # overrides), the readiness probe, what it provides, and the hook for anything else.
@@ -183,8 +186,8 @@ class ServiceConfig(Strict):
     args: tuple[str, ...] = ()
     env: dict[EnvVarName, str] = Field(default_factory=dict)
     probe: Probe | None = None
-    provides: Provides = Provides()
-    customize: Customize = Customize()
+    provides: Provides = Field(default_factory=Provides)
+    customize: Customize = Field(default_factory=Customize)
 
     @model_validator(mode="after")
     def _unique(self) -> ServiceConfig:
