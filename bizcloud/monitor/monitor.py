@@ -59,6 +59,11 @@ class Monitor:
         self._grace = grace
         self._clock = clock
         self._table: dict[PodUid, Instance] = {}
+        # live() and addressed(), kept until the table changes: the authorization worker asks for
+        # the addressed pods on every converge, up to 50 times a second while a backlog of
+        # thousands of pods is delivered, and the table rarely moves between two of them.
+        self._live: tuple[Instance, ...] | None = None
+        self._addressed: tuple[Instance, ...] | None = None
         self._tombstones: dict[PodUid, float] = {}
         self._dirty_since: dict[PodUid, float] = {}
         self._synced = False
@@ -76,11 +81,19 @@ class Monitor:
         return self._leading
 
     def live(self) -> Iterable[Instance]:
-        return [i for i in self._table.values() if i.serving]
+        """Every serving pod (an immutable snapshot of the table: kept until the table changes)."""
+        if self._live is None:
+            self._live = tuple([i for i in self._table.values() if i.serving])
+        return self._live
 
     def addressed(self) -> Iterable[Instance]:
         """Every pod that holds an address (Ready or not): what authorization grants to."""
-        return [i for i in self._table.values() if i.addressed]
+        if self._addressed is None:
+            self._addressed = tuple([i for i in self._table.values() if i.addressed])
+        return self._addressed
+
+    def _table_changed(self) -> None:
+        self._live = self._addressed = None
 
     def _instance(self, pod: dict[str, Any]) -> Instance | None:
         result = instance_from_pod(pod)
@@ -121,6 +134,7 @@ class Monitor:
             if uid not in fresh:
                 self._tombstones[uid] = now
         self._table = fresh
+        self._table_changed()
         self._synced = True
         log.info("relisted pods=%d instances=%d events=%d rv=%s", len(objects), len(fresh), len(events),
                  resource_version)
@@ -135,6 +149,8 @@ class Monitor:
         uid = PodUid(meta.get("uid", ""))
         new = None if kind == "DELETED" else self._instance(obj)
         old = self._table.get(uid)
+        if new is None or new != old:
+            self._table_changed()
         if new is None:
             self._table.pop(uid, None)
             if kind == "DELETED":

@@ -167,3 +167,31 @@ async def test_authorization_hears_of_addresses_not_readiness(parts: Any) -> Non
     assert {i.uid for i in monitor.addressed()} == {"a"}
     await monitor.on_sync([serving("a", ready=False), serving("c", ready=False)], "9")
     assert kicks[-1] == "relist: 1 pods got or lost an address"
+
+
+async def test_live_and_addressed_follow_every_change_of_the_table(parts: Any) -> None:
+    """Both are kept between table changes (the authorization worker asks on every converge):
+    each relist, arrival, change and deletion shows at once, and an unchanged pod keeps them."""
+    monitor, *_ = parts
+
+    def views() -> tuple[set[str], set[str]]:
+        return {i.uid for i in monitor.live()}, {i.uid for i in monitor.addressed()}
+
+    await monitor.on_sync([serving("a"), serving("b", ready=False)], "1")
+    assert views() == ({"a"}, {"a", "b"})
+    kept = monitor.addressed()
+    await monitor.on_event("MODIFIED", serving("a"))  # nothing the monitor keeps changed
+    assert monitor.addressed() is kept
+    steps: list[tuple[str, dict[str, Any], tuple[set[str], set[str]]]] = [
+        ("MODIFIED", serving("b"), ({"a", "b"}, {"a", "b"})),
+        ("ADDED", serving("c", ip=None, ready=False), ({"a", "b"}, {"a", "b"})),
+        ("MODIFIED", serving("c", ready=False), ({"a", "b"}, {"a", "b", "c"})),
+        ("MODIFIED", serving("a", deleting=True), ({"b"}, {"a", "b", "c"})),
+        ("MODIFIED", stopped(serving("a", deleting=True)), ({"b"}, {"b", "c"})),
+        ("DELETED", serving("b"), (set(), {"c"})),
+    ]
+    for kind, obj, expected in steps:
+        await monitor.on_event(kind, obj)
+        assert views() == expected, (kind, obj["metadata"]["uid"])
+    await monitor.on_sync([serving("d")], "9")
+    assert views() == ({"d"}, {"d"})
