@@ -183,6 +183,59 @@ class LineSplitter:
         return [last] if last.strip() else []
 
 
+class ResponseLines:
+    """One whole response as its bytes arrive: the head, then a 2xx body's lines as they complete.
+
+    The body of any other status is kept (up to ``max_error_body`` bytes) rather than split, for
+    the error it describes: read ``error_body`` once ``done``. ``done`` says the body ended by its
+    own framing; a body delimited by the connection's close ends with ``finish``.
+    """
+
+    def __init__(self, *, max_error_body: int = 1024 * 1024) -> None:
+        self.head: ResponseHead | None = None
+        self.error_body = b""
+        self._max_error_body = max_error_body
+        self._buffer = b""
+        self._body: BodyDecoder | None = None
+        self._lines = LineSplitter()
+        self._ok = False
+
+    @property
+    def ok(self) -> bool:
+        """The head arrived and its status is 2xx."""
+        return self._ok
+
+    @property
+    def done(self) -> bool:
+        return self._body is not None and self._body.done
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The body lines that ``data`` completes (none before the head, none for a non-2xx body)."""
+        if self._body is None:
+            self._buffer += data
+            if (parsed := parse_head(self._buffer)) is None:
+                return []
+            self.head, start = parsed
+            self._ok = 200 <= self.head.status < 300
+            self._body = BodyDecoder(self.head)
+            data, self._buffer = self._buffer[start:], b""
+        pieces = self._body.feed(data)
+        if not self._ok:
+            room = self._max_error_body - len(self.error_body)
+            if room > 0:
+                self.error_body += b"".join(pieces)[:room]
+            return []
+        lines = self._lines.feed(pieces)
+        return lines + self._lines.finish() if self._body.done else lines
+
+    def finish(self) -> list[bytes]:
+        """The connection closed: the last line, if any; raises if the response was cut short."""
+        if self._body is None:
+            raise MalformedResponse("the connection closed before the response head")
+        self._body.finish()
+        return self._lines.finish() if self._ok else []
+
+
 def _chunk_size(line: bytes) -> int:
     """A chunk-size line's size; chunk extensions (``;name=value``) are read past."""
     digits = line.split(b";", 1)[0].strip(b" \t")
@@ -196,4 +249,4 @@ def _check_line(length: int, what: str) -> None:
         raise MalformedResponse(f"{what} longer than {MAX_LINE_BYTES} bytes")
 
 
-__all__ = ["BodyDecoder", "LineSplitter", "MalformedResponse", "ResponseHead", "parse_head"]
+__all__ = ["BodyDecoder", "LineSplitter", "MalformedResponse", "ResponseHead", "ResponseLines", "parse_head"]

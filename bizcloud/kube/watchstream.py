@@ -28,10 +28,10 @@ import httpx
 
 from bizcloud.kube.config import KubeConfig
 from bizcloud.kube.errors import KubeApiError, KubeUnavailable
-from bizcloud.kube.http1 import BodyDecoder, LineSplitter, MalformedResponse, parse_head
+from bizcloud.kube.http1 import MalformedResponse, ResponseLines
 
-BLOCK_BYTES = 256 * 1024        # one read; the TLS layer hands over up to this much at once
 MAX_ERROR_BODY = 1024 * 1024    # a Status body is a few hundred bytes; refuse to buffer more
+PAUSE_BYTES = 4 * 1024 * 1024  # unread bytes at which reading pauses until the consumer catches up
 _HINT = "is the API server up? `bizcloud cluster status`"
 _DROPPED_HEADERS = {b"accept-encoding", b"connection"}
 
@@ -52,50 +52,32 @@ class WatchStreamer:
         """
         url = request.url
         tls = self._tls_context() if url.scheme == "https" else None
-        port = url.port or (443 if tls else 80)
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(url.host, port, ssl=tls, server_hostname=url.host if tls else None,
-                                        limit=BLOCK_BYTES), self.connect_timeout)
+            transport, connection = await asyncio.wait_for(loop.create_connection(
+                lambda: _Connection(loop, read_timeout), url.host, url.port or (443 if tls else 80),
+                ssl=tls, server_hostname=url.host if tls else None), self.connect_timeout)
         except TimeoutError as e:
             raise KubeUnavailable(f"{what}: no connection within {self.connect_timeout} s", hint=_HINT) from e
         except OSError as e:
             raise KubeUnavailable(f"{what}: cannot connect: {type(e).__name__}: {e}", hint=_HINT) from e
         try:
-            writer.write(self._request_bytes(request))
-            buffer = b""
-            while (parsed := parse_head(buffer)) is None:
-                data = await _read(reader, read_timeout)
-                if not data:
-                    raise MalformedResponse("the connection closed before the response head")
-                buffer += data
-            head, start = parsed
-            body = BodyDecoder(head)
-            if not 200 <= head.status < 300:
-                raise KubeApiError.from_status(head.status, _status_body(await _read_all(
-                    reader, body, buffer[start:], read_timeout)))
-            splitter = LineSplitter()
-            data = buffer[start:]
-            while True:
-                for line in splitter.feed(body.feed(data)):
+            transport.write(self._request_bytes(request))
+            while batch := await connection.next_lines():
+                for line in batch:
                     yield line
-                if body.done:
-                    break
-                data = await _read(reader, read_timeout)
-                if not data:
-                    body.finish()
-                    break
-            for line in splitter.finish():
-                yield line
-        except TimeoutError as e:
-            raise KubeUnavailable(f"{what}: nothing read for {read_timeout} s (a dead connection?)",
-                                  hint=_HINT) from e
-        except MalformedResponse as e:
-            raise KubeUnavailable(f"{what}: {e}", hint=_HINT) from e
-        except OSError as e:
-            raise KubeUnavailable(f"{what}: {type(e).__name__}: {e}", hint=_HINT) from e
         finally:
-            writer.transport.abort()
+            connection.close()
+        response, error = connection.response, connection.error
+        if isinstance(error, TimeoutError):
+            raise KubeUnavailable(f"{what}: nothing read for {read_timeout} s (a dead connection?)",
+                                  hint=_HINT) from error
+        if isinstance(error, MalformedResponse):
+            raise KubeUnavailable(f"{what}: {error}", hint=_HINT) from error
+        if error is not None:
+            raise KubeUnavailable(f"{what}: {type(error).__name__}: {error}", hint=_HINT) from error
+        if response.head is not None and not response.ok:
+            raise KubeApiError.from_status(response.head.status, _status_body(response.error_body))
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
@@ -115,25 +97,108 @@ class WatchStreamer:
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-async def _read(reader: asyncio.StreamReader, timeout: float | None) -> bytes:
-    async with asyncio.timeout(timeout):
-        return await reader.read(BLOCK_BYTES)
+class _Connection(asyncio.Protocol):
+    """Feeds what arrives to ``ResponseLines`` and keeps the lines until the consumer takes them.
 
+    One watchdog timer (not one per read) ends the connection after ``read_timeout`` seconds
+    without a byte; while the consumer lags and reading is paused, silence is not counted.
+    """
 
-async def _read_all(reader: asyncio.StreamReader, body: BodyDecoder, data: bytes,
-                    timeout: float | None) -> bytes:
-    """A whole (error) body, bounded by ``MAX_ERROR_BODY``."""
-    pieces = body.feed(data)
-    size = sum(map(len, pieces))
-    while not body.done and size <= MAX_ERROR_BODY:
-        data = await _read(reader, timeout)
-        if not data:
-            body.finish()
-            break
-        more = body.feed(data)
-        pieces += more
-        size += sum(map(len, more))
-    return b"".join(pieces)[:MAX_ERROR_BODY]
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float | None) -> None:
+        self.response = ResponseLines(max_error_body=MAX_ERROR_BODY)
+        self.error: BaseException | None = None
+        self._loop = loop
+        self._read_timeout = read_timeout
+        self._lines: list[bytes] = []
+        self._unread = 0
+        self._ended = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._last_read = loop.time()
+        self._watchdog = loop.call_later(read_timeout, self._check_silence) if read_timeout else None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        try:
+            self._lines += self.response.feed(data)
+        except MalformedResponse as e:
+            self._end(e)
+            return
+        if self.response.done:
+            self._end(None)
+            return
+        self._unread += len(data)
+        if self._unread > PAUSE_BYTES and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        try:
+            self._lines += self.response.finish()
+        except MalformedResponse as e:
+            self._end(e)
+        else:
+            self._end(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc or ConnectionResetError("the connection closed"))
+
+    async def next_lines(self) -> list[bytes]:
+        """The lines received since the last call, waiting for some; empty once the response ended."""
+        while not self._lines and not self._ended:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        lines, self._lines, self._unread = self._lines, [], 0
+        if self._paused and self._transport is not None and not self._ended:
+            self._paused = False
+            self._last_read = self._loop.time()
+            self._transport.resume_reading()
+        return lines
+
+    def close(self) -> None:
+        """Abort the connection at once (a watch is never reused), and stop the watchdog."""
+        self._ended = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _end(self, error: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.error = error
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check_silence(self) -> None:
+        assert self._read_timeout is not None
+        if self._ended:
+            return
+        now = self._loop.time()
+        if self._paused:
+            self._last_read = now           # the consumer is behind: the server is not silent
+        if (due := self._last_read + self._read_timeout) > now:
+            self._watchdog = self._loop.call_at(due, self._check_silence)
+            return
+        self._end(TimeoutError(f"nothing read for {self._read_timeout} s"))
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _status_body(content: bytes) -> Any:

@@ -8,9 +8,9 @@ from bizcloud.kube.http1 import (
     MAX_HEAD_BYTES,
     MAX_LINE_BYTES,
     BodyDecoder,
-    LineSplitter,
     MalformedResponse,
     ResponseHead,
+    ResponseLines,
     parse_head,
 )
 
@@ -25,23 +25,12 @@ def chunk(data: bytes, extension: bytes = b"") -> bytes:
     return f"{len(data):x}".encode() + extension + b"\r\n" + data + b"\r\n"
 
 
-def read(response: bytes, splits: list[int]) -> tuple[ResponseHead, list[bytes]]:
-    """Feed ``response`` cut at ``splits``; the head and the lines, with the body's end checked."""
-    pieces = [response[a:b] for a, b in zip([0, *splits], [*splits, len(response)], strict=True)]
-    buffer, head, body, lines, splitter = b"", None, None, [], LineSplitter()
-    for piece in pieces:
-        data = piece
-        if body is None:
-            buffer += piece
-            if (parsed := parse_head(buffer)) is None:
-                continue
-            head, start = parsed
-            body = BodyDecoder(head)
-            data = buffer[start:]
-        lines += splitter.feed(body.feed(data))
-    assert head is not None and body is not None, "the head never completed"
-    body.finish()
-    return head, lines + splitter.finish()
+def read(response: bytes, splits: list[int]) -> tuple[ResponseLines, list[bytes]]:
+    """Feed ``response`` cut at ``splits``; the lines, with the end of the body checked."""
+    reader, lines = ResponseLines(), []
+    for a, b in zip([0, *splits], [*splits, len(response)], strict=True):
+        lines += reader.feed(response[a:b])
+    return reader, lines + reader.finish()
 
 
 # --- whole responses, cut at every position ---------------------------------------------------------
@@ -85,13 +74,13 @@ def test_byte_by_byte(response: bytes, expected: list[bytes]) -> None:
     assert read(response, list(range(1, len(response))))[1] == expected
 
 
-def test_bytes_after_the_last_chunk_are_not_body() -> None:
-    response = HEAD + chunk(E1 + b"\n") + b"0\r\n\r\n" + b"HTTP/1.1 200 OK\r\n"
-    assert read(response, [])[1] == [E1]
-    head, start = parse_head(response) or pytest.fail("no head")
-    body = BodyDecoder(head)
-    body.feed(response[start:])
-    assert body.done
+def test_a_chunked_body_is_done_at_its_last_chunk_and_bytes_after_it_are_not_body() -> None:
+    reader = ResponseLines()
+    assert reader.feed(HEAD + chunk(E1 + b"\n") + chunk(E2)) == [E1]
+    assert not reader.done
+    assert reader.feed(b"0\r\n\r\nHTTP/1.1 200 OK\r\n") == [E2], "the last line comes with the end"
+    assert reader.done and reader.ok
+    assert reader.feed(chunk(E3 + b"\n")) == []
 
 
 def test_a_content_length_body_stops_at_its_length() -> None:
@@ -203,3 +192,42 @@ def test_transfer_encoding_wins_over_content_length() -> None:
     response = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: Chunked\r\n\r\n"
                 + chunk(E1 + b"\n") + b"0\r\n\r\n")
     assert read(response, [])[1] == [E1]
+
+
+# --- whole responses with an error status ---------------------------------------------------------
+
+STATUS_410 = b'{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 1 (20)"}'
+ERRORS = {
+    "chunked": (b"HTTP/1.1 410 Gone\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(STATUS_410[:30])
+                + chunk(STATUS_410[30:]) + b"0\r\n\r\n", 410, STATUS_410),
+    "Content-Length": (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 11\r\n\r\nforbidden\n\n", 403,
+                       b"forbidden\n\n"),
+    "an empty body": (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", 500, b""),
+    "a redirect": (b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 2\r\n\r\nno", 302, b"no"),
+}
+
+
+@pytest.mark.parametrize(("response", "status", "body"), ERRORS.values(), ids=ERRORS.keys())
+def test_an_error_body_is_kept_whole_not_split(response: bytes, status: int, body: bytes) -> None:
+    for cut in range(1, len(response)):
+        reader = ResponseLines()
+        assert reader.feed(response[:cut]) + reader.feed(response[cut:]) == []
+        assert reader.done and not reader.ok
+        assert reader.head is not None and reader.head.status == status
+        assert reader.error_body == body
+
+
+def test_a_huge_error_body_is_kept_up_to_its_bound() -> None:
+    reader = ResponseLines(max_error_body=10)
+    reader.feed(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"x" * 8) * 3)
+    assert reader.error_body == b"x" * 10
+    assert not reader.done
+
+
+@pytest.mark.parametrize("cut", [0, 5, len(HEAD) - 1],
+                         ids=["nothing", "in the status line", "in the headers"])
+def test_a_connection_closed_before_the_head_is_an_error(cut: int) -> None:
+    reader = ResponseLines()
+    reader.feed(HEAD[:cut])
+    with pytest.raises(MalformedResponse, match="closed before the response head"):
+        reader.finish()
