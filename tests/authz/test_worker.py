@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pymysql
@@ -67,7 +67,7 @@ class World:
     def __init__(self, engine: Engine, credentials: DictCredentials, user: str) -> None:
         self.configs, self.store = ConfigStore(engine), AuthzStore(engine)
         self.credentials, self.user = credentials, user
-        self.live: list[Instance] = []
+        self._live: tuple[Instance, ...] = ()
         self.gates: list[tuple[str, PodCondition]] = []
         self.worker = self.restart()
 
@@ -75,9 +75,18 @@ class World:
         """A new worker on the same database: what a monitor restart (or kill -9) leaves."""
         executor = MysqlExecutor(lambda: self.worker.inventory(), self.credentials)  # noqa: PLW0108 - late
         self.worker = AuthzWorker(configs=self.configs, store=self.store, executors={Kind.MYSQL: executor},
-                                  live=lambda: list(self.live), retry_max=0.5, write_gate=self._write_gate,
+                                  live=lambda: self._live, retry_max=0.5, write_gate=self._write_gate,
                                   **options)
         return self.worker
+
+    @property
+    def live(self) -> tuple[Instance, ...]:
+        """As the monitor hands them out: one immutable snapshot, the same object until it changes."""
+        return self._live
+
+    @live.setter
+    def live(self, instances: Sequence[Instance]) -> None:
+        self._live = tuple(instances)
 
     async def _write_gate(self, instance: Instance, condition: PodCondition) -> None:
         self.gates.append((instance.uid, condition))
@@ -295,3 +304,19 @@ async def test_a_failing_server_holds_the_gate_with_the_target_named(
     [(uid, held)] = world.gates
     assert (uid, held.status, held.reason) == ("uid-demo-api-42", False, "GrantFailing")
     assert "main/127.0.0.1:23181" in held.message and "main/127.0.0.1:23191" in held.message
+
+
+async def test_each_new_snapshot_of_the_pods_is_looked_at_for_gates(world: World) -> None:
+    """Converges against one unchanged snapshot reuse what they found waiting for a gate; a new
+    snapshot (the monitor's table moved) is looked at again, so a newly gated pod is never missed."""
+    first = dataclasses.replace(pod("127.0.0.61"), ready=False, authorized=False)
+    world.live = [first]
+    await world.worker.converge(trigger="UP 61")
+    await world.worker.converge(trigger="again")  # the same snapshot: its gate was said already
+    assert [uid for uid, _ in world.gates] == ["uid-demo-api-61"]
+    second = dataclasses.replace(pod("127.0.0.62"), ready=False, authorized=False)
+    world.live = [dataclasses.replace(first, authorized=True), second]
+    await world.worker.converge(trigger="UP 62")
+    said = [(uid, c.status) for uid, c in world.gates]
+    assert said == [("uid-demo-api-61", True), ("uid-demo-api-62", True)]
+    assert world.accounts() == {"127.0.0.61", "127.0.0.62"}
