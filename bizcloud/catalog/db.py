@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITE_OPTION = "bizcloud_write"  # execution option: this transaction will write
+NOWAIT_OPTION = "bizcloud_nowait"  # execution option: fail at once if another process holds the lock
 
 # Alembic keeps its migration context in a module global: one migration per process at a time.
 # (Processes are kept apart by the database itself: the migration runs in a writing transaction.)
@@ -85,9 +86,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def writer(engine: Engine) -> Engine:
-    """The same engine (same pool) whose transactions announce that they will write."""
-    return engine.execution_options(**{WRITE_OPTION: True})
+def writer(engine: Engine, *, nowait: bool = False) -> Engine:
+    """The same engine (same pool) whose transactions announce that they will write; with ``nowait``,
+    a SQLite transaction that would wait for another process's write lock fails at its start instead
+    (``sqlite3.OperationalError: database is locked``), before it has done anything."""
+    return engine.execution_options(**{WRITE_OPTION: True, NOWAIT_OPTION: nowait})
 
 
 class Sessions:
@@ -141,8 +144,17 @@ def _use_wal(cursor: sqlite3.Cursor) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if not options.get(WRITE_OPTION, False):
+        conn.exec_driver_sql("BEGIN")
+    elif not options.get(NOWAIT_OPTION, False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -30,3 +30,7 @@ class InUse(CatalogError):  # noqa: N818
 
 class CatalogUnavailable(CatalogError):  # noqa: N818
     """The database could not be reached or stayed locked; the caller may retry."""
+
+
+class WriteBusy(CatalogUnavailable):
+    """A write told not to wait found the write lock taken, and did nothing (``apply_events(wait=False)``)."""

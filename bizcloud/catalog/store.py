@@ -22,12 +22,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bizcloud.catalog import models
 from bizcloud.catalog.db import write_lock, writer
-from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
+from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound, WriteBusy
 from bizcloud.catalog.policies import ConfigChange, GrayPolicyOut, UidSource, change_type, invalid_address
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 
@@ -125,6 +125,7 @@ class CatalogStore:
     def __init__(self, engine: Engine, *, on_commit: Callable[[Committed], None] | None = None) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._writer_nowait = writer(engine, nowait=True)
         # Told of every commit of instance changes, on the committing thread, in revision order
         # (it runs under the write lock): the monitor's wake-ups and gateway pushes start from the
         # commit itself, with no hop through an event loop or a read of what was just written.
@@ -140,14 +141,24 @@ class CatalogStore:
     def engine(self) -> Engine:
         return self._engine
 
+    @property
+    def local(self) -> bool:
+        """The database is a file of this host (SQLite): a short write costs no network round trip,
+        so the monitor may run one on its event loop (``apply_events(wait=False)``)."""
+        return self._engine.dialect.name == "sqlite"
+
     @contextmanager
-    def _session(self, *, write: bool = False,
+    def _session(self, *, write: bool = False, nowait: bool = False,
                  on_conflict: Exception | None = None) -> Iterator[Session]:
+        bind = (self._writer_nowait if nowait else self._writer) if write else self._engine
         try:
             with self._change_lock if write else nullcontext(), \
-                    Session(self._writer if write else self._engine, expire_on_commit=False) as session, \
-                    session.begin():
+                    Session(bind, expire_on_commit=False) as session, session.begin():
                 yield session
+        except OperationalError as e:
+            if nowait and "locked" in str(e.orig):
+                raise WriteBusy("another process holds the catalog's write lock", hint="retry") from e
+            raise CatalogUnavailable(f"catalog database error: {e}", hint="retry; check the database") from e
         except IntegrityError as e:
             raise (on_conflict or CatalogUnavailable(f"conflicting concurrent write: {e.orig}",
                                                      hint="retry")) from e
@@ -295,7 +306,7 @@ class CatalogStore:
         """Make the catalog agree with ``event``; the new revision, or None when it already did."""
         return self.apply_events(events=[event])[0]
 
-    def apply_events(self, *, events: Sequence[InstanceEvent]) -> list[int | None]:
+    def apply_events(self, *, events: Sequence[InstanceEvent], wait: bool = True) -> list[int | None]:
         """Apply ``events`` in order, in one transaction; per event, its revision or None.
 
         The Change row says what happened to the catalog, which may differ from the event: an UP
@@ -304,14 +315,22 @@ class CatalogStore:
         the other (UP), so readers that follow one upstream see both sides. One transaction for
         many events is what lets the monitor keep up with thousands of pods: the rows are read
         in a few queries and written in one flush, instead of several round trips per event.
+
+        With ``wait=False`` it raises ``WriteBusy``, having done nothing, when another thread or
+        process holds the write lock, instead of waiting for it (the monitor's event loop runs
+        small commits itself that way, see ``subscriber.py``).
         """
         if not events:
             return []
         events = [_refuse_invalid_address(e) for e in events]
-        with self._change_lock:
-            outcome, committed = self._apply_events(events)
+        if not self._change_lock.acquire(blocking=wait):
+            raise WriteBusy("another thread is writing the catalog", hint="retry")
+        try:
+            outcome, committed = self._apply_events(events, nowait=not wait)
             if committed is not None and self._on_commit is not None:
                 self._announce(committed)
+        finally:
+            self._change_lock.release()
         return outcome
 
     def _announce(self, committed: Committed) -> None:
@@ -323,9 +342,10 @@ class CatalogStore:
             log.exception("announcing catalog revision %s failed (readers will find it by polling)",
                           committed.revision)
 
-    def _apply_events(self, events: list[InstanceEvent]) -> tuple[list[int | None], Committed | None]:
+    def _apply_events(self, events: list[InstanceEvent], *,
+                      nowait: bool) -> tuple[list[int | None], Committed | None]:
         """``apply_events``' transaction: per event its revision or None, and what it committed."""
-        with self._session(write=True) as s:
+        with self._session(write=True, nowait=nowait) as s:
             self._lock_changes(s)
             stored = {PodUid(uid): _instance_of(row)
                       for uid, row in _rows_by_uid(s, {e.instance.uid for e in events}).items()}

@@ -13,6 +13,7 @@ wake-ups, the gateways' pushes) is told by the store itself, on the committing t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import Counter, Histogram
 
+from bizcloud.catalog.errors import WriteBusy
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
 
@@ -37,6 +39,7 @@ COMMIT_SECONDS = Histogram("bizcloud_catalog_apply_seconds", "Time to apply one 
 STAGE_SECONDS = Histogram("bizcloud_catalog_stage_seconds", "Seen -> committed, per stage, per event",
                           ["stage"], buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
                                               0.2, 0.3, 0.5, 1, 2.5))
+INLINE_MAX = 64   # events in a batch the loop commits itself (see ``handle_batch``)
 _STAGES = {stage: STAGE_SECONDS.labels(stage) for stage in ("queued", "thread_wait", "apply", "resume")}
 
 
@@ -68,18 +71,31 @@ class CatalogSubscriber:
         self.last_committed_at = time.time()
 
     async def handle_batch(self, events: Sequence[InstanceEvent]) -> None:
-        """Apply many events in one transaction (the dispatcher's batch lane uses this)."""
+        """Apply many events in one transaction (the dispatcher's batch lane uses this).
+
+        A small batch on a local database commits right here, on the event loop, when the write
+        lock is free: its transaction is ~3 ms of CPU, but on the commit thread each of its few
+        dozen SQLite calls gives the GIL away and waits to get it back from a loop busy with watch
+        events, a thread wake-up each on a loaded machine (apply p50 6 / p99 69 ms for 2.6 / 5.7 ms
+        of CPU, at 1,000 churning pods). Here it runs through. A big batch (a relist's backlog) or
+        a taken write lock goes to the thread as before, so the loop never waits on SQLite.
+        """
         started, handed = time.perf_counter(), time.time()
         ran: list[float] = []
 
-        def apply() -> list[int | None]:
-            ran.append(time.time())
+        def apply(*, wait: bool = True) -> list[int | None]:
+            ran[:] = [time.time()]
             try:
-                return self._store.apply_events(events=list(events))
+                return self._store.apply_events(events=list(events), wait=wait)
             finally:
                 ran.append(time.time())
 
-        revisions = await asyncio.get_running_loop().run_in_executor(self._commits, apply)
+        revisions: list[int | None] | None = None
+        if len(events) <= INLINE_MAX and self._store.local:
+            with contextlib.suppress(WriteBusy):
+                revisions = apply(wait=False)
+        if revisions is None:
+            revisions = await asyncio.get_running_loop().run_in_executor(self._commits, apply)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         _observe_stages(events, handed, ran[0], ran[1], time.time())
         for event, revision in zip(events, revisions, strict=True):

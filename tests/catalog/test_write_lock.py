@@ -6,14 +6,18 @@ waited in SQLite's busy handler, which sleeps in growing steps: the monitor's co
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.catalog.db import make_engine, write_lock
+from bizcloud.catalog.errors import WriteBusy
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.monitor.model import EventType
 from tests.catalog.conftest import event, instance
@@ -62,3 +66,49 @@ def test_a_store_holding_the_lock_can_still_write(engine: Engine, store: Catalog
     """Reentrant: apply_events holds it around its own writing session."""
     with write_lock(engine):
         assert store.apply_events(events=[event(EventType.UP, instance("uid-r"))]) != [None]
+
+
+# --- a write told not to wait (the monitor's event loop commits small batches itself) ------------
+
+def test_a_nowait_write_refuses_at_once_while_another_thread_writes(engine: Engine,
+                                                                    store: CatalogStore) -> None:
+    up = event(EventType.UP, instance("uid-nowait"))
+    lock, done_writing = write_lock(engine), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            done_writing.wait(10)
+
+    thread, _ = _in_thread(hold)
+    try:
+        time.sleep(0.1)
+        with pytest.raises(WriteBusy):
+            store.apply_events(events=[up], wait=False)
+    finally:
+        done_writing.set()
+        thread.join()
+    assert store.instances() == []
+    assert store.apply_events(events=[up], wait=False) == [store.latest_revision()]
+
+
+def test_a_nowait_write_refuses_at_once_while_another_process_writes(store: CatalogStore,
+                                                                     db_url: str) -> None:
+    """Another process's open write transaction (a raw connection: no lock of ours) makes a nowait
+    write fail within ms, not after the 10 s busy timeout; and the next waiting write still waits
+    for it, so the connection's busy timeout came back."""
+    up = event(EventType.UP, instance("uid-other-process"))
+    other = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(WriteBusy):
+            store.apply_events(events=[up], wait=False)
+        assert time.monotonic() - started < 1.0
+        assert store.instances() == []
+        threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+        started = time.monotonic()
+        assert store.apply_events(events=[up]) == [store.latest_revision()]   # waited for the COMMIT
+        assert time.monotonic() - started >= 0.4
+    finally:
+        other.close()
+    assert [i.uid for i in store.instances()] == ["uid-other-process"]
