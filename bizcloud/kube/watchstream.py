@@ -1,19 +1,21 @@
-"""The watch stream's socket: one HTTP/1.1 GET over its own TLS connection, read in big blocks.
+"""The watch stream's socket: one HTTP/1.1 GET over its own TLS connection, read as it arrives.
 
 ``KubeClient.stream_watch`` builds the request with httpx (the same URL, query string and
-headers as every other call) and hands it here; this module opens a connection with asyncio,
-writes the request, and reads the answer up to 256 KiB at a time, leaving the status line,
-headers, de-chunking and line splitting to the pure ``bizcloud.kube.http1``. A watch holds its
-connection for minutes, so a connection of its own costs one handshake per watch, and the
-reading of a 10,000-pod initial stream drops from one pass through httpx, httpcore, h11 and
-anyio per event to a few string searches per event.
+headers as every other call) and hands it here; an asyncio ``Protocol`` writes it and feeds
+every block the TLS layer decrypts (up to 256 KiB) to the pure ``bizcloud.kube.http1``, which
+parses the status line and headers, de-chunks the body and splits it into lines. A watch holds
+its connection for minutes, so a connection of its own costs one handshake per watch, and
+reading a 10,000-pod initial stream drops from one pass through httpx, httpcore, h11 and anyio
+per event to a few string searches per event (0.40 s of CPU to 0.25 s, measured alone).
 
 HTTP/1.1 only: TLS offers only ``http/1.1`` by ALPN, which the API server accepts. The
 behaviour is httpx's as the rest of the client sees it: the kubeconfig's CA, client certificate
 and bearer token; an answer outside 2xx raises the matching ``KubeApiError`` with its
 ``Status`` body; refused, reset or broken connections and malformed answers raise
-``KubeUnavailable``; ``read_timeout`` bounds the silence between two reads, so a half-open
-connection ends the watch; cancelling or closing the iterator aborts the connection at once.
+``KubeUnavailable``; ``read_timeout`` bounds how long the server may stay silent (no byte
+arriving), so a half-open connection ends the watch; a consumer that falls 4 MiB behind pauses
+the reading (TCP pushes back on the server) and that pause is not silence; cancelling or
+closing the iterator aborts the connection at once.
 """
 
 from __future__ import annotations
