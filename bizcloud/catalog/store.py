@@ -126,6 +126,7 @@ class CatalogStore:
         self._engine = engine
         self._writer = writer(engine)
         self._writer_nowait = writer(engine, nowait=True)
+        self._known: tuple[set[str], set[str]] = (set(), set())   # services, environments seen to exist
         # Told of every commit of instance changes, on the committing thread, in revision order
         # (it runs under the write lock): the monitor's wake-ups and gateway pushes start from the
         # commit itself, with no hop through an event loop or a read of what was just written.
@@ -327,6 +328,10 @@ class CatalogStore:
             raise WriteBusy("another thread is writing the catalog", hint="retry")
         try:
             outcome, committed = self._apply_events(events, nowait=not wait)
+        except BaseException:
+            self._known = (set(), set())   # rows it added may be rolled back; others' deletes
+            raise
+        else:
             if committed is not None and self._on_commit is not None:
                 self._announce(committed)
         finally:
@@ -370,18 +375,30 @@ class CatalogStore:
         return outcome, Committed(plan.changes, revisions, now) if revisions else None
 
     def _ensure_services_and_envs(self, s: Session, instances: Iterable[Instance | None]) -> None:
-        """Create the Service and Environment rows instances point at, the first time one is seen."""
+        """Create the Service and Environment rows instances point at, the first time one is seen.
+
+        Names this store saw exist are not looked up again (two queries were a third of a small
+        batch's commit); ``apply_events`` forgets them all when a transaction fails, so a service
+        deleted meanwhile by another process (its instances' foreign key then fails) is made again
+        on the retry."""
         live = [i for i in instances if i is not None]
-        services = _existing(s, models.Service.name, {i.service for i in live})
-        envs = _existing(s, models.Environment.name, {i.env for i in live})
+        known_services, known_envs = self._known
+        wanted_services = {i.service for i in live} - known_services
+        wanted_envs = {i.env for i in live} - known_envs
+        if not (wanted_services or wanted_envs):
+            return
+        services = _existing(s, models.Service.name, wanted_services) if wanted_services else set()
+        envs = _existing(s, models.Environment.name, wanted_envs) if wanted_envs else set()
         for instance in live:
-            if instance.service not in services:
+            if instance.service in wanted_services and instance.service not in services:
                 s.add(models.Service(name=instance.service, description="", owner=""))
                 services.add(instance.service)
-            if instance.env not in envs:
+            if instance.env in wanted_envs and instance.env not in envs:
                 s.add(models.Environment(name=instance.env, namespace=instance.namespace))
                 envs.add(instance.env)
         s.flush()
+        known_services |= wanted_services
+        known_envs |= wanted_envs
 
     def instances(self, *, service: str | None = None, env: str | None = None,
                   group: Group | None = None) -> list[Instance]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from bizcloud.catalog.db import make_engine
-from bizcloud.catalog.errors import AlreadyExists, InUse, NotFound
+from bizcloud.catalog.errors import AlreadyExists, CatalogUnavailable, InUse, NotFound
 from bizcloud.catalog.store import CatalogStore
 from bizcloud.monitor.model import EventType, Group, InstanceEvent
 from tests.catalog.conftest import event, instance
@@ -73,6 +73,26 @@ def test_unseen_services_and_environments_are_created(store: CatalogStore) -> No
     store.apply_event(event=event(UP, instance("x", service="demo-api", env="qa", namespace="bc-qa")))
     assert [s.name for s in store.list_services()] == ["demo-api"]
     assert [(e.name, e.namespace) for e in store.list_environments()] == [("qa", "bc-qa")]
+
+
+
+def test_a_service_deleted_by_another_process_is_made_again_on_the_retry(store: CatalogStore,
+                                                                          db_url: str) -> None:
+    """The store remembers which services exist; another process's delete costs one failed attempt
+    (the instance's foreign key), never a write that keeps failing."""
+    store.apply_event(event=event(UP, instance("x", service="demo-api")))
+    store.apply_event(event=event(DOWN, instance("x", service="demo-api")))
+    other = make_engine(db_url)
+    try:
+        CatalogStore(other).delete_service(name="demo-api")
+    finally:
+        other.dispose()
+    back = event(UP, instance("y", service="demo-api", ip="10.0.0.9"))
+    with pytest.raises(CatalogUnavailable):
+        store.apply_event(event=back)
+    assert store.apply_event(event=back) == store.latest_revision()
+    assert [s.name for s in store.list_services()] == ["demo-api"]
+    assert [i.uid for i in store.instances()] == ["y"]
 
 
 FLEET = [instance("n1"), instance("n2", env="qa"), instance("g1", group=Group.GRAY),
