@@ -287,6 +287,14 @@ def _profile(stack: GatewayStack, out: Path, seconds: float) -> list[subprocess.
             for name, pid in stack.pids.items()]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` (all its threads) has used, from /proc; 0 once it is gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def renice_cluster(cluster: Settings, nice: int) -> list[int]:
     """Lower the CPU priority of every thread of the cluster's daemons (etcd, the API server,
     controller-manager, scheduler, kwok); the pids reniced.
@@ -344,6 +352,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 time.sleep(2)   # the watch is open
                 profilers = _profile(stack, profile, churn_s) if profile else []
                 stages_before = monitor_stages(stack)
+                cpu_before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
                 log(f"churn: {batch} pods deleted every 0.5 s for {churn_s:.0f} s…")
                 base = f"/api/v1/namespaces/{KWOK_NS}/pods"
                 deleted = 0
@@ -355,6 +364,9 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                         api.delete(f"{base}/{name}", params={"gracePeriodSeconds": "0"})
                         deleted += 1
                     time.sleep(max(0.0, 0.5 - (time.time() - started) % 0.5))
+                churned_s = time.time() - started
+                cpu_share = {name: round((cpu_seconds(pid) - cpu_before[name]) / churned_s, 3)
+                             for name, pid in stack.pids.items()}
                 time.sleep(1)
                 new = [uid for uid, at in ready.ready_at.items() if at >= started]
                 wait_until(lambda: all(uid in table.added for uid in new), timeout=30,
@@ -369,6 +381,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                         "deleted": deleted,
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
                         "ready_to_table_ms": summary(values), **stages,
+                        "cpu_share_during_churn": cpu_share,   # cores each of the stack's processes used
                         "monitor_stages_ms": stage_split(stages_before, monitor_stages(stack))}
     finally:
         lifecycle.down(cluster, purge=True)
