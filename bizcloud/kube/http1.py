@@ -14,9 +14,6 @@ naming what was wrong, never a half-parsed value.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-
 MAX_HEAD_BYTES = 64 * 1024      # status line plus headers; the API server sends a few hundred
 MAX_LINE_BYTES = 8 * 1024       # one chunk-size line or trailer field
 
@@ -25,13 +22,27 @@ class MalformedResponse(ValueError):  # noqa: N818 - reads as what happened
     """The bytes are not a well-formed HTTP/1.1 response (bad status line, header or chunk size)."""
 
 
-@dataclass(frozen=True)
 class ResponseHead:
-    """The status line and headers; header names lower-cased, repeated ones joined with ", "."""
+    """The status line and headers; header names lower-cased, repeated ones joined with ", ".
 
-    status: int
-    reason: str
-    headers: dict[str, str] = field(default_factory=dict)
+    A plain class and int states below, not a dataclass or NamedTuple and an Enum: this module
+    loads with every monitor start, and each of those costs up to half a millisecond at import.
+    """
+
+    __slots__ = ("headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str]) -> None:
+        self.status, self.reason, self.headers = status, reason, headers
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ResponseHead) and (self.status, self.reason, self.headers) == (
+            other.status, other.reason, other.headers)
+
+    def __hash__(self) -> int:
+        return hash((self.status, self.reason))
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status!r}, {self.reason!r}, {self.headers!r})"
 
 
 def parse_head(buffer: bytes) -> tuple[ResponseHead, int] | None:
@@ -56,12 +67,12 @@ def parse_head(buffer: bytes) -> tuple[ResponseHead, int] | None:
     return ResponseHead(int(code), reason, headers), end + 4
 
 
-class _State(enum.Enum):
-    SIZE = enum.auto()          # waiting for a chunk-size line
-    DATA = enum.auto()          # inside a chunk's data
-    DATA_END = enum.auto()      # waiting for the CRLF after a chunk's data
-    TRAILER = enum.auto()       # after the last chunk: trailer fields until an empty line
-    DONE = enum.auto()
+# BodyDecoder's states
+_SIZE = 0           # waiting for a chunk-size line
+_DATA = 1           # inside a chunk's data
+_DATA_END = 2       # waiting for the CRLF after a chunk's data
+_TRAILER = 3        # after the last chunk: trailer fields until an empty line
+_DONE = 4
 
 
 class BodyDecoder:
@@ -86,14 +97,14 @@ class BodyDecoder:
         coding = head.headers.get("content-encoding", "").strip().lower()
         if coding not in ("", "identity"):
             raise MalformedResponse(f"unsupported Content-Encoding {coding!r} (identity was asked for)")
-        self._state = _State.SIZE if self._chunked else _State.DATA
+        self._state = _SIZE if self._chunked else _DATA
         if self._remaining == 0:
-            self._state = _State.DONE
+            self._state = _DONE
         self._buffer = b""
 
     @property
     def done(self) -> bool:
-        return self._state is _State.DONE
+        return self._state == _DONE
 
     def feed(self, data: bytes) -> list[bytes]:
         """The body bytes that ``data`` completes, in order (bytes after the body are ignored)."""
@@ -103,15 +114,15 @@ class BodyDecoder:
         pos, size, out = 0, len(buffer), []
         state = self._state
         while True:
-            if state is _State.SIZE:
+            if state == _SIZE:
                 end = buffer.find(b"\r\n", pos)
                 if end < 0:
                     _check_line(size - pos, "chunk-size line")
                     break
                 self._remaining = _chunk_size(buffer[pos:end])
                 pos = end + 2
-                state = _State.DATA if self._remaining else _State.TRAILER
-            elif state is _State.DATA:
+                state = _DATA if self._remaining else _TRAILER
+            elif state == _DATA:
                 take = min(self._remaining, size - pos)
                 if take:
                     out.append(buffer[pos:pos + take])
@@ -119,46 +130,46 @@ class BodyDecoder:
                     self._remaining -= take
                 if self._remaining:
                     break
-                state = _State.DATA_END
-            elif state is _State.DATA_END:
+                state = _DATA_END
+            elif state == _DATA_END:
                 if size - pos < 2:
                     break
                 if buffer[pos:pos + 2] != b"\r\n":
                     raise MalformedResponse(f"chunk data not followed by CRLF: {buffer[pos:pos + 20]!r}")
                 pos += 2
-                state = _State.SIZE
-            elif state is _State.TRAILER:
+                state = _SIZE
+            elif state == _TRAILER:
                 end = buffer.find(b"\r\n", pos)
                 if end < 0:
                     _check_line(size - pos, "trailer field")
                     break
                 if end == pos:
-                    state = _State.DONE
+                    state = _DONE
                 pos = end + 2            # a trailer field is read past: nothing here needs one
             else:
                 break
         self._state = state
-        self._buffer = buffer[pos:] if state is not _State.DONE else b""
+        self._buffer = buffer[pos:] if state != _DONE else b""
         return out
 
     def finish(self) -> None:
         """The connection ended: fine after a complete body or one delimited by the close."""
-        if self._state is _State.DONE or (not self._chunked and self._remaining < 0):
-            self._state = _State.DONE
+        if self._state == _DONE or (not self._chunked and self._remaining < 0):
+            self._state = _DONE
             return
         where = ("the last chunk or the trailers missing" if self._chunked
                  else f"{self._remaining} bytes short of Content-Length")
         raise MalformedResponse(f"the connection closed before the body's end ({where})")
 
     def _feed_plain(self, data: bytes) -> list[bytes]:
-        if self._state is _State.DONE or not data:
+        if self._state == _DONE or not data:
             return []
         if self._remaining < 0:
             return [data]
         data = data[:self._remaining]
         self._remaining -= len(data)
         if not self._remaining:
-            self._state = _State.DONE
+            self._state = _DONE
         return [data]
 
 
