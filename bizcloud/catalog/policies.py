@@ -9,7 +9,7 @@ Purely computational; ``store.py`` applies it.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -60,11 +60,21 @@ def change_type(value: str) -> EventType | ConfigChange:
     return ConfigChange(value) if value in ConfigChange.__members__ else EventType(value)
 
 
+def _is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address as a gateway's upstream may name it (no zone index), read by the C
+    library's ``inet_pton``: a tenth of ``ipaddress.ip_address``'s cost, on every UP the catalog takes."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
 def invalid_address(instance: Instance) -> str | None:
     """Why an instance that claims to serve has an address no gateway may use; None when it is fine."""
-    try:
-        ipaddress.ip_address(instance.ip or "")
-    except ValueError:
+    if not _is_ip(instance.ip or ""):
         return f"ip {instance.ip!r} is not an IP address"
     bad = {name: port for name, port in instance.ports.items()
            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535}

@@ -17,6 +17,11 @@ from tests.catalog.conftest import event, instance
     ("10.88.0.500", {"http": 8080}, "not an IP address"),
     ("10.88.0.5; drop", {"http": 8080}, "not an IP address"),
     (None, {"http": 8080}, "not an IP address"),
+    ("010.88.0.5", {"http": 8080}, "not an IP address"),      # a leading zero: octal to some readers
+    ("10.88.0", {"http": 8080}, "not an IP address"),
+    (" 10.88.0.5", {"http": 8080}, "not an IP address"),
+    ("fe80::5%eth0", {"http": 8080}, "not an IP address"),    # a zone index means nothing to a gateway
+    ("10.88.0.5\x00", {"http": 8080}, "not an IP address"),
     ("10.88.0.5", {"http": 0}, "not TCP ports"),
     ("10.88.0.5", {"http": 70000}, "not TCP ports"),
 ])
