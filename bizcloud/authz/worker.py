@@ -42,6 +42,7 @@ from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore, Snapshot
 from bizcloud.errors import BizCloudError
 from bizcloud.kube.conditions import PodCondition
+from bizcloud.monitor.metrics import observe_since
 from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
 
 log = logging.getLogger("bizcloud.authz")
@@ -121,10 +122,7 @@ class AuthzWorker:
         waiter = self._want(_describe(events), wait=True)
         assert waiter is not None
         await waiter
-        now = time.time()
-        for event in events:
-            if event.observed_at:
-                EVENT_TO_GRANT.observe(max(0.0, now - event.observed_at))
+        observe_since(EVENT_TO_GRANT, time.time(), [e.observed_at for e in events if e.observed_at])
 
     def _want(self, trigger: str, *, wait: bool) -> asyncio.Future[None] | None:
         """Ask for a converge after this moment; with ``wait``, a future done when it is."""

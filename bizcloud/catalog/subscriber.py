@@ -13,6 +13,7 @@ wake-ups, the gateways' pushes) is told by the store itself, on the committing t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -24,6 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from bizcloud.catalog.errors import WriteBusy
 from bizcloud.catalog.store import CatalogStore
+from bizcloud.monitor.metrics import observe_many, observe_since
 from bizcloud.monitor.model import Instance, InstanceEvent, PodUid
 
 log = logging.getLogger(__name__)
@@ -98,13 +100,13 @@ class CatalogSubscriber:
             revisions = await asyncio.get_running_loop().run_in_executor(self._commits, apply)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         _observe_stages(events, handed, ran[0], ran[1], time.time())
-        for event, revision in zip(events, revisions, strict=True):
-            if revision is None:
-                NOOPS.inc()
-            else:
-                CHANGES.labels(type=event.type.value).inc()
-                self.last_revision = revision
-        if any(r is not None for r in revisions):
+        changed = collections.Counter(e.type.value for e, revision in zip(events, revisions, strict=True)
+                                      if revision is not None)
+        for kind, count in changed.items():
+            CHANGES.labels(type=kind).inc(count)
+        NOOPS.inc(len(events) - changed.total())
+        if changed:
+            self.last_revision = max(r for r in revisions if r is not None)
             self.last_committed_at = time.time()
 
     async def record_batch(self, *, events: Sequence[InstanceEvent], subscriber: str, outcome: str,
@@ -123,13 +125,8 @@ class CatalogSubscriber:
 
 def _observe_stages(events: Sequence[InstanceEvent], handed: float, started: float, applied: float,
                     resumed: float) -> None:
-    """Each event's share of the batch's stages (see ``STAGE_SECONDS``)."""
-    queued = _STAGES["queued"].observe
-    for event in events:
-        if event.observed_at:
-            queued(max(0.0, handed - event.observed_at))
+    """Each event's share of the batch's stages (see ``STAGE_SECONDS``): one observation per event."""
+    observe_since(_STAGES["queued"], handed, [e.observed_at for e in events if e.observed_at])
     for stage, seconds in (("thread_wait", started - handed), ("apply", applied - started),
                            ("resume", resumed - applied)):
-        observe = _STAGES[stage].observe
-        for _ in events:
-            observe(max(0.0, seconds))
+        observe_many(_STAGES[stage], max(0.0, seconds), len(events))

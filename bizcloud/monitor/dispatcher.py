@@ -188,7 +188,7 @@ class Dispatcher:
 
     def _delivered(self, lane: _Lane, events: list[InstanceEvent]) -> None:
         now, wall = time.monotonic(), time.time()
-        pending, finished, observe = lane.pending, self._finished, lane.latency.observe
+        pending, finished = lane.pending, self._finished
         for event in events:
             uid = event.uid
             left = pending.get(uid, 0) - 1
@@ -197,8 +197,7 @@ class Dispatcher:
             else:
                 pending.pop(uid, None)
             finished[uid] = now
-            if event.observed_at:
-                observe(max(0.0, wall - event.observed_at))
+        metrics.observe_since(lane.latency, wall, [e.observed_at for e in events if e.observed_at])
         lane.queued -= len(events)
         lane.depth_gauge.set(lane.queued)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("bizcloud_monitor_events_total", "Instance events produced, by type.", ["type"])
@@ -20,3 +23,31 @@ LATENCY = Histogram(
     ["subscriber"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """``count`` observations of one ``amount``, as ``count`` calls of ``observe`` would record them.
+
+    prometheus_client observes one value at a time (a lock and two increments each), and the
+    monitor's histograms saw 70,000 of them for a 10,000-pod list, mostly of the same few values:
+    a batch's stages are one duration shared by all its events, and a relist stamps every event
+    with one time. This adds to the sum and the one bucket ``observe`` would pick, by ``count``
+    (``tests/monitor/test_metrics.py`` compares the two on the library in use).
+    """
+    if count <= 0:
+        return
+    if count == 1:
+        histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break
+
+
+def observe_since(histogram: Histogram, now: float, times: Iterable[float]) -> None:
+    """``now - t`` (at least 0) for every ``t``, equal ones observed together (``observe_many``)."""
+    for at, count in collections.Counter(times).items():
+        observe_many(histogram, max(0.0, now - at), count)
