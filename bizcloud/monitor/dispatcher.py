@@ -36,6 +36,8 @@ log = logging.getLogger("bizcloud.monitor.dispatcher")
 
 MAX_BATCH = 2000
 JOURNAL_FLUSH_TIMEOUT_S = 5.0
+JOURNAL_YIELD_S = 1.0     # the longest the journal waits for busy batch lanes (``_while_batches_deliver``)
+JOURNAL_POLL_S = 0.005
 
 # The events counter's child per type, resolved once (see ``_Lane.__post_init__``).
 _EVENTS = {kind: metrics.EVENTS.labels(kind.value) for kind in EventType}
@@ -252,6 +254,7 @@ class Dispatcher:
         one subscriber keep their order."""
         try:
             while self._journal_log:
+                await self._while_batches_deliver()
                 entries = list(self._journal_log)
                 self._journal_log.clear()
                 entries.sort(key=lambda e: e[1])  # stable: by subscriber, each in recorded order
@@ -263,6 +266,17 @@ class Dispatcher:
             self._journal_writer = None
             if not any(lane.workers for lane in self._lanes.values()):
                 self._idle.set()
+
+    async def _while_batches_deliver(self) -> None:
+        """Give way to the batch lanes (the catalog) for up to ``JOURNAL_YIELD_S``: the journal's
+        writes share the database's one write lock and the GIL with the catalog's commits, which are
+        on the way to every gateway; written after a backlog is committed, not in the middle of it,
+        the journal cost a 10,000-pod list about 0.1 s less. Waiting longer would only risk more
+        unwritten entries on a crash."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOURNAL_YIELD_S
+        while any(lane.queued for lane in self._lanes.values() if lane.batched) and loop.time() < deadline:
+            await asyncio.sleep(JOURNAL_POLL_S)
 
     async def _write(self, events: list[InstanceEvent], subscriber: str, outcome: str, attempts: int,
                      error: str | None) -> None:
