@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bizcloud.monitor.dispatcher import Backoff, Dispatcher
+from bizcloud.monitor.dispatcher import JOURNAL_YIELD_S, Backoff, Dispatcher
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 
 FAST = Backoff(base=0.01, cap=0.05)
@@ -177,3 +177,54 @@ async def test_journaling_never_holds_up_the_next_delivery_and_drain_waits_for_i
     assert sorted(r[0] for r in journal.rows if r[1] == "catalog") == sorted(f"p{i}" for i in range(1, 12))
     assert {r[0] for r in journal.rows if r[1] == "soa"} == {f"p{i}" for i in range(1, 12)}
     assert journal.writes <= 6, "outcomes recorded meanwhile are written together"
+
+
+class SlowBatches(BatchRecorder):
+    """A catalog whose every batch takes ``delay`` (a commit of thousands of rows)."""
+
+    def __init__(self, name: str, delay: float) -> None:
+        super().__init__(name)
+        self.delay = delay
+        self.done_at: list[float] = []
+
+    async def handle_batch(self, events: list[InstanceEvent]) -> None:
+        await asyncio.sleep(self.delay)
+        await super().handle_batch(events)
+        self.done_at.append(time.monotonic())
+
+
+class TimedJournal(MemoryJournal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written_at: list[float] = []
+
+    async def record(self, *, event: InstanceEvent, subscriber: str, outcome: str, attempts: int,
+                     error: str | None = None) -> None:
+        await self.record_batch(events=[event], subscriber=subscriber, outcome=outcome, attempts=attempts)
+
+    async def record_batch(self, *, events: list[InstanceEvent], subscriber: str, outcome: str,
+                           attempts: int, error: str | None = None) -> None:
+        self.written_at.append(time.monotonic())
+        self.rows.extend((e.uid, subscriber, outcome, attempts) for e in events)
+
+
+async def test_the_journal_waits_while_the_catalog_delivers_a_backlog_but_not_for_ever() -> None:
+    catalog, journal = SlowBatches("catalog", delay=0.1), TimedJournal()
+    d = Dispatcher([catalog], journal=journal, backoff=FAST, max_batch=2)
+    for i in range(6):                         # three batches, one after another: ~0.35 s
+        d.submit(event(f"p{i}"))
+    await d.drain(timeout=5)
+    assert len(catalog.done_at) == 3 and journal.written_at
+    assert min(journal.written_at) >= catalog.done_at[-1], "a journal write went between the commits"
+    assert sorted(r[0] for r in journal.rows) == [f"p{i}" for i in range(6)]
+
+    slow, quick, journal = SlowBatches("catalog", delay=3.0), Recorder("soa"), TimedJournal()
+    d = Dispatcher([slow, quick], journal=journal, backoff=FAST)
+    started = time.monotonic()
+    d.submit(event("p1"))                      # soa takes it at once; the catalog commits for 3 s
+    while not journal.written_at:
+        await asyncio.sleep(0.01)
+    waited = journal.written_at[0] - started
+    assert JOURNAL_YIELD_S - 0.1 < waited < JOURNAL_YIELD_S + 0.5, f"the journal waited {waited:.2f} s"
+    assert journal.rows == [("p1", "soa", "ok", 1)]
+    await d.stop()
