@@ -45,6 +45,7 @@ from bench.gateway_stack import (
     sample_namespace,
     save_and_show,
 )
+from bench.sched_probe import Floor
 from bizcloud.cluster import lifecycle
 from bizcloud.cluster.processes import read_pidfile, wait_until
 from bizcloud.kube.kubectl import is_ready
@@ -353,6 +354,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 profilers = _profile(stack, profile, churn_s) if profile else []
                 stages_before = monitor_stages(stack)
                 cpu_before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
+                floor = Floor()
                 log(f"churn: {batch} pods deleted every 0.5 s for {churn_s:.0f} s…")
                 base = f"/api/v1/namespaces/{KWOK_NS}/pods"
                 deleted = 0
@@ -365,6 +367,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                         deleted += 1
                     time.sleep(max(0.0, 0.5 - (time.time() - started) % 0.5))
                 churned_s = time.time() - started
+                wake_floor = floor.stop()
                 cpu_share = {name: round((cpu_seconds(pid) - cpu_before[name]) / churned_s, 3)
                              for name, pid in stack.pids.items()}
                 time.sleep(1)
@@ -382,6 +385,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
                         "ready_to_table_ms": summary(values), **stages,
                         "cpu_share_during_churn": cpu_share,   # cores each of the stack's processes used
+                        "wakeup_round_trip_ms": wake_floor,    # the machine's floor (bench/sched_probe.py)
                         "monitor_stages_ms": stage_split(stages_before, monitor_stages(stack))}
     finally:
         lifecycle.down(cluster, purge=True)
@@ -405,6 +409,7 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
                 watcher.start()
             time.sleep(1)
             stages_before = monitor_stages(stack)
+            floor = Floor()
             first_pods = set(ready.names.values()) | set(probe.first)
             new: list[str] = []
             for i in range(rounds):
@@ -422,6 +427,7 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
                 time.sleep(0.5)
             for watcher in (ready, table, probe):
                 watcher.stop.set()
+            wake_floor = floor.stop()
             stages: dict[str, Any] = dict(_stages(ready.ready_at, stack.committed_at(), table.added, new))
             stages["monitor_stages_ms"] = stage_split(stages_before, monitor_stages(stack))
         by_name = {ready.names[u]: ready.ready_at[u] for u in new}
@@ -430,7 +436,7 @@ def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = N
         in_table, _, _ = latencies_ms(ready.ready_at, table.added, new)
         return {"rounds": rounds, "requests": probe.requests, "failed_requests": probe.failures,
                 "ready_to_first_answer_ms": summary(answered), "ready_to_table_ms": summary(in_table),
-                **stages}
+                **stages, "wakeup_round_trip_ms": wake_floor}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -456,6 +462,9 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
                           ("streamed_to_table_ms", "  answered -> in the table (syncer, push)")):
             if key in m:
                 row(f"  {what}", m[key])
+        if "wakeup_round_trip_ms" in m:
+            row("  the machine's floor meanwhile: a datagram's round trip between two idle processes",
+                m["wakeup_round_trip_ms"])
         for stage, s in (m.get("monitor_stages_ms") or {}).items():
             table.add_row(f"    monitor {stage} (per event, bucket bound)", f"<= {s['p50']:.0f} ms",
                           f"<= {s['p99']:.0f} ms", "", f"{s['n']:.0f}")
