@@ -328,8 +328,10 @@ class CatalogStore:
             raise WriteBusy("another thread is writing the catalog", hint="retry")
         try:
             outcome, committed = self._apply_events(events, nowait=not wait)
-        except BaseException:
-            self._known = (set(), set())   # rows it added may be rolled back; others' deletes
+        except WriteBusy:   # nothing was begun: what it knows still stands
+            raise
+        except BaseException:   # rows it added are rolled back, or another process deleted one
+            self._known = (set(), set())
             raise
         else:
             if committed is not None and self._on_commit is not None:
