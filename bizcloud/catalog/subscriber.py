@@ -3,11 +3,12 @@
 The monitor's dispatcher calls ``handle`` for every instance event (in order per pod, at least
 once); the reconciler compares the cluster with ``instances()``; the dispatcher records outcomes
 with ``record``. All three run the synchronous store in a worker thread so the monitor's event
-loop keeps watching while SQL commits. ``handle`` returns as soon as the change is committed, so
-the monitor's pod-transition -> catalog-committed latency (from ``event.observed_at``) is the
-store's commit time plus one thread hop. Who must hear of a commit at once (the API servers'
-wake-ups, the gateways' pushes) is told by the store itself, on the committing thread
-(``CatalogStore(on_commit=...)``), before this subscriber's coroutine even resumes.
+loop keeps watching while SQL commits — except a small batch that finds the write lock free,
+which the loop commits itself (``handle_batch`` says why). ``handle`` returns as soon as the
+change is committed, so the monitor's pod-transition -> catalog-committed latency (from
+``event.observed_at``) is the store's commit time plus at most one thread hop. Who must hear of
+a commit at once (the API servers' wake-ups, the gateways' pushes) is told by the store itself,
+on the committing thread (``CatalogStore(on_commit=...)``), before this coroutine even resumes.
 """
 
 from __future__ import annotations
