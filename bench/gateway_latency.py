@@ -297,13 +297,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def renice_cluster(cluster: Settings, nice: int) -> list[int]:
-    """Lower the CPU priority of every thread of the cluster's daemons (etcd, the API server,
-    controller-manager, scheduler, kwok); the pids reniced.
+    """Lower the CPU priority of the cluster's daemons (etcd, the API server, controller-manager,
+    scheduler, kwok): their autogroups and every one of their threads; the pids reniced.
 
     Why: here the load generator — a control plane churning 1,000 pods — shares 2 cores with what
     is measured. In production it runs on machines of its own; at nice 10 it still gets every
     cycle nobody else wants, but no longer delays the monitor, the syncer and nginx when they
-    wake. Nice is per thread on Linux, so each task is reniced (new threads inherit it).
+    wake. Each daemon leads a session of its own, and with the kernel's autogroup scheduling
+    (``/proc/sys/kernel/sched_autogroup_enabled``, on in Debian's kernels) the scheduler shares
+    the CPU between sessions first: a thread's own nice only ranks it inside its session. So
+    the session's nice is set (``/proc/PID/autogroup``), and each thread's too, for kernels
+    without autogroups (nice is per thread on Linux; new threads inherit it).
     """
     layout = lifecycle.layout_of(cluster)
     pids = []
@@ -311,6 +315,8 @@ def renice_cluster(cluster: Settings, nice: int) -> list[int]:
         running = read_pidfile(pidfile)
         if running is None:
             continue
+        with contextlib.suppress(OSError):   # no autogroups here: the threads' nice is what counts
+            Path(f"/proc/{running.pid}/autogroup").write_text(f"{nice}\n")
         for task in Path(f"/proc/{running.pid}/task").iterdir():
             with contextlib.suppress(ProcessLookupError):
                 os.setpriority(os.PRIO_PROCESS, int(task.name), nice)

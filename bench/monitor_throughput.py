@@ -56,6 +56,7 @@ from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient, Objs
 from bizcloud.kube.informer import Reflector
 from bizcloud.monitor.dispatcher import Dispatcher
+from bizcloud.monitor.instances import slim_pod
 from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
 
@@ -275,7 +276,7 @@ async def _relist(settings: Settings, catalog_db: Path) -> dict[str, Any]:
     config = kube_config.load(lifecycle.kubeconfig_path(settings))
     result: dict[str, Any] = {}
     async with KubeClient.from_config(config) as client:
-        reflector = Reflector(client, handler)
+        reflector = Reflector(client, handler, transform=slim_pod)  # as `bizcloud monitor` runs it
         await monitor.start_leading()  # nothing to replay yet: takeover happens in the first on_sync
 
         async def one_list() -> float:

@@ -47,6 +47,7 @@ from bizcloud.kube.errors import Conflict, NotFound
 from bizcloud.kube.informer import Reflector
 from bizcloud.kube.lease import LeaderElector
 from bizcloud.monitor.dispatcher import Dispatcher
+from bizcloud.monitor.instances import slim_pod
 from bizcloud.monitor.model import Instance
 from bizcloud.monitor.monitor import Monitor
 from bizcloud.settings import Settings
@@ -182,7 +183,8 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         authz = _authz_worker(settings, engine, client, soa, live=lambda: monitor.addressed())  # noqa: PLW0108
         dispatcher = Dispatcher([catalog, *([soa] if soa else []), authz], journal=catalog)
         monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s, on_addresses=authz.kick)
-        reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s)
+        reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s,
+                              transform=slim_pod)
         # The pods' list streams in while the schema is migrated and the Lease's namespace made:
         # the API server serializes thousands of pods meanwhile. Nothing touches the catalog
         # before this monitor leads (a standby only keeps its table), and leading waits for both.

@@ -36,7 +36,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from bizcloud.kube.client import KubeClient, Obj, Objs
@@ -89,13 +89,19 @@ class Reflector:
     ``run`` may be called again after it returned: it resumes the watch from
     ``last_resource_version`` (the handler still holds the state it was given), and relists if
     the server no longer has that much history.
+
+    ``transform`` (client-go's ``SetTransform``) is applied to every object as it is decoded,
+    before it is kept for a sync or handed to ``on_event``: a consumer that reads a few fields
+    of each object keeps only those, so a long list does not hold every decoded object until
+    its end. A transform that raises counts as a handler failure (a relist).
     """
 
     def __init__(self, client: KubeClient, handler: InformerHandler, *, path: str = PODS,
                  label_selector: str | None = SERVICE_LABEL, min_watch_timeout: float = 300.0,
                  page_size: int = 500, streaming_list: bool = True, backoff: Backoff | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, transform: Callable[[Obj], Obj] | None = None) -> None:
         self.client = client
+        self.transform = transform
         self.handler = handler
         self.path = path
         self.label_selector = label_selector
@@ -166,6 +172,7 @@ class Reflector:
         with gc_paused():
             items, resource_version = await self.client.list(self.path, label_selector=self.label_selector,
                                                              limit=self.page_size)
+            items = [self._transformed(item) for item in items] if self.transform is not None else items
             await self._synced(items, resource_version, streamed=False)
 
     async def _watch(self, *, initial_list: bool = False) -> bool:
@@ -194,7 +201,8 @@ class Reflector:
                 if initial is None:
                     await self._apply(event)
                 elif event.get("type") == "ADDED":
-                    initial.append(event.get("object") or {})
+                    obj = event.get("object") or {}
+                    initial.append(obj if self.transform is None else self._transformed(obj))
                 elif event.get("type") == "BOOKMARK" and _ends_initial_events(event):
                     await self._synced(initial, _resource_version(event), streamed=True)
                     initial = None
@@ -232,6 +240,7 @@ class Reflector:
             self.bookmarks += 1
         elif kind in ("ADDED", "MODIFIED", "DELETED"):
             self.events += 1
+            obj = obj if self.transform is None else self._transformed(obj)
             try:
                 await self.handler.on_event(kind, obj)
             except Exception as e:
@@ -241,6 +250,14 @@ class Reflector:
             return
         if resource_version:
             self.last_resource_version = resource_version
+
+    def _transformed(self, obj: Obj) -> Obj:
+        """``transform(obj)``; its failure is the handler's (answered with a relist)."""
+        assert self.transform is not None
+        try:
+            return self.transform(obj)
+        except Exception as e:
+            raise HandlerError("transform failed") from e
 
     def _log(self, level: int, message: str, **fields: Any) -> None:
         pairs = " ".join(f"{k}={v!r}" for k, v in

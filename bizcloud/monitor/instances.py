@@ -130,6 +130,35 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance | Skipped:
     )
 
 
+def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The pod with only what ``instance_from_pod`` and the monitor read. Purely computational.
+
+    The informer's transform (``Reflector(transform=...)``, client-go's ``SetTransform``): it
+    runs on each pod as it is decoded, so a 10,000-pod list keeps a few fields per pod instead
+    of every decoded pod until the list ends — the full pods are freed while the API server is
+    still sending, not all at once when the first commit wants the CPU. Whatever this drops,
+    ``instance_from_pod`` must not read: ``tests/monitor/test_instances.py`` checks both give
+    the same answer on every table row.
+    """
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    slim_meta = {k: meta[k] for k in ("uid", "namespace", "name", "resourceVersion", "labels",
+                                      "deletionTimestamp") if k in meta}
+    soa = (meta.get("annotations") or {}).get(SOA_INTERFACES_ANNOTATION)
+    if soa is not None:
+        slim_meta["annotations"] = {SOA_INTERFACES_ANNOTATION: soa}
+    slim_spec = {k: spec[k] for k in ("nodeName", "readinessGates") if k in spec}
+    if "containers" in spec:
+        slim_spec["containers"] = [{"ports": c["ports"]} if "ports" in c else {}
+                                   for c in spec["containers"] or []]
+    slim_status = {k: status[k] for k in ("podIP", "conditions", "phase") if k in status}
+    if "containerStatuses" in status:
+        slim_status["containerStatuses"] = [{"state": c["state"]} if "state" in c else {}
+                                            for c in status["containerStatuses"] or []]
+    return {"metadata": slim_meta, "spec": slim_spec, "status": slim_status}
+
+
 def same_for_subscribers(a: Instance, b: Instance) -> bool:
     return (a.service, a.env, a.group, a.ip, dict(a.ports), a.node, a.release, a.namespace, a.pod) == (
         b.service, b.env, b.group, b.ip, dict(b.ports), b.node, b.release, b.namespace, b.pod)

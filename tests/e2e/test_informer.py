@@ -264,3 +264,69 @@ async def test_a_failing_handler_is_logged_and_answered_with_a_relist(
     assert reflector.errors == 1
     assert recorder.syncs == [[], ["web-1"]], "the relist hands over the state the failed event carried"
     assert any("handler failed" in r.message and r.exc_info for r in caplog.records)
+
+
+class Slimmed(Recorder):
+    """A recorder that insists on being handed only what the transform kept."""
+
+    async def on_sync(self, objects: Objs, resource_version: str) -> None:
+        assert all(set(o) == {"metadata", "slim"} for o in objects), "an object skipped the transform"
+        await super().on_sync(objects, resource_version)
+
+    async def on_event(self, type: str, obj: Obj) -> None:
+        assert set(obj) == {"metadata", "slim"}, "an event skipped the transform"
+        await super().on_event(type, obj)
+
+
+def keep_metadata(obj: Obj) -> Obj:
+    return {"metadata": {k: obj["metadata"][k] for k in ("uid", "name", "namespace")}, "slim": True}
+
+
+@pytest.mark.parametrize("streaming_list", [True, False], ids=["streamed list", "paginated list"])
+async def test_the_transform_reaches_every_listed_and_watched_object(kube: KubeClient, ns: str,
+                                                                     streaming_list: bool) -> None:
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    await kube.create(pods, pod("listed-1", ns, service="demo-web"))
+    recorder = Slimmed(ns)
+    reflector = Reflector(kube, recorder, streaming_list=streaming_list, transform=keep_metadata)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reflector.run(stop))
+    try:
+        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
+        await kube.create(pods, pod("watched-1", ns, service="demo-web"))
+        await kube.delete(f"{pods}/watched-1")
+        await eventually(lambda: "DELETED" in recorder.types_of("watched-1"), timeout=10,
+                         what="DELETED watched-1")
+    finally:
+        stop.set()
+        await task
+    assert recorder.syncs == [["listed-1"]]
+    assert recorder.types_of("watched-1")[0] == "ADDED"
+    assert reflector.errors == 0, "a handler assertion failed: an object skipped the transform"
+    assert reflector.last_resource_version, "the resourceVersion is read before the transform drops it"
+
+
+async def test_a_failing_transform_is_answered_with_a_relist(kube: KubeClient, ns: str) -> None:
+    failed: list[str] = []
+
+    def fail_once(obj: Obj) -> Obj:
+        if obj["metadata"]["name"] == "web-2" and not failed:
+            failed.append("web-2")
+            raise ValueError("transform exploded")
+        return obj
+
+    recorder = Recorder(ns)
+    reflector = Reflector(kube, recorder, transform=fail_once)
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    stop = asyncio.Event()
+    task = asyncio.create_task(reflector.run(stop))
+    try:
+        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
+        await kube.create(pods, pod("web-2", ns, service="demo-web"))
+        await eventually(lambda: reflector.relists == 2, timeout=10, what="the relist after the failure")
+    finally:
+        stop.set()
+        await task
+    assert not task.cancelled() and task.exception() is None
+    assert reflector.errors == 1 and failed == ["web-2"]
+    assert recorder.syncs == [[], ["web-2"]], "the relist hands over the object the transform failed on"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 import pytest
 
 from bizcloud.monitor.instances import (
     AUTHORIZED_GATE,
+    SOA_INTERFACES_ANNOTATION,
     Skipped,
     SkipReason,
     address_moved,
     diff,
     events_for,
     instance_from_pod,
+    slim_pod,
 )
 from bizcloud.monitor.model import EventType, Group, Instance
 
@@ -51,9 +55,7 @@ def gated(given: dict[str, Any], status: str | None) -> dict[str, Any]:
     return given
 
 
-@pytest.mark.parametrize(
-    ("case", "given", "reason"),
-    [
+SKIPPED_CASES = [
         ("invalid service name", pod(labels={"bizcloud.io/service": "Web_1"}), SkipReason.BAD_SERVICE),
         ("empty service name", pod(labels={"bizcloud.io/service": ""}), SkipReason.BAD_SERVICE),
         ("no env label outside bc-*", pod(namespace="default"), SkipReason.NO_ENV),
@@ -67,17 +69,17 @@ def gated(given: dict[str, Any], status: str | None) -> dict[str, Any]:
         ("one name, two numbers", pod(ports=[{"name": "http", "containerPort": 80},
                                              {"name": "http", "containerPort": 81}]),
          SkipReason.CONFLICTING_PORTS),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("case", "given", "reason"), SKIPPED_CASES)
 def test_pods_that_are_not_instances_say_why(case: str, given: dict[str, Any], reason: SkipReason) -> None:
     result = instance_from_pod(given)
     assert isinstance(result, Skipped), case
     assert result.reason is reason
 
 
-@pytest.mark.parametrize(
-    ("case", "given", "expected"),
-    [
+INSTANCE_CASES = [
         ("env from the namespace", pod(), {"service": "web", "env": "dev", "group": Group.NORMAL}),
         ("env label wins", pod(labels={"bizcloud.io/service": "web", "bizcloud.io/env": "qa"}),
          {"env": "qa"}),
@@ -105,13 +107,58 @@ def test_pods_that_are_not_instances_say_why(case: str, given: dict[str, Any], r
         ("gate waiting", gated(pod(ready=False), None), {"authorized": False, "addressed": True}),
         ("gate held", gated(pod(ready=False), "False"), {"authorized": False}),
         ("gate open", gated(pod(), "True"), {"authorized": True, "serving": True}),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("case", "given", "expected"), INSTANCE_CASES)
 def test_pods_become_instances(case: str, given: dict[str, Any], expected: dict[str, Any]) -> None:
     result = instance_from_pod(given)
     assert isinstance(result, Instance), case
     for attribute, value in expected.items():
         assert getattr(result, attribute) == value, f"{case}: {attribute}"
+
+
+def full_pod(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` as the API server sends it: every field the monitor does not read, too."""
+    full = copy.deepcopy(given)
+    full["apiVersion"], full["kind"] = "v1", "Pod"
+    meta = full["metadata"]
+    meta.update(resourceVersion="4711", generateName="web-", creationTimestamp="2026-11-27T00:00:00Z",
+                ownerReferences=[{"kind": "ReplicaSet", "name": "web-5d9", "uid": "rs-1"}],
+                managedFields=[{"manager": "kube-controller-manager", "fieldsV1": {"f:spec": {}}}])
+    meta["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{" + "x" * 2000 + "}",
+                           SOA_INTERFACES_ANNOTATION: "com.example.Orders"}
+    for container in full["spec"]["containers"]:
+        container.update(image="web:1", env=[{"name": "A", "value": "1"}],
+                         resources={"limits": {"cpu": "1"}}, volumeMounts=[{"name": "v", "mountPath": "/v"}])
+    full["spec"].update(volumes=[{"name": "v", "emptyDir": {}}], restartPolicy="Always",
+                        tolerations=[{"key": "k", "operator": "Exists"}])
+    full["status"].update(hostIP="10.0.0.1", qosClass="Burstable", startTime="2026-11-27T00:00:00Z",
+                          podIPs=[{"ip": full["status"].get("podIP")}])
+    full["status"].setdefault("containerStatuses", [{"name": "app", "state": {"running": {}}}])
+    for status in full["status"]["containerStatuses"]:
+        status.update(image="web:1", imageID="sha256:0", restartCount=0, ready=True)
+    return full
+
+
+@pytest.mark.parametrize(("case", "given"), [(row[0], row[1]) for row in SKIPPED_CASES + INSTANCE_CASES])
+def test_the_slim_pod_decides_as_the_full_pod_does(case: str, given: dict[str, Any]) -> None:
+    """The informer keeps ``slim_pod`` of each pod (its transform): nothing it drops may matter."""
+    full = full_pod(given)
+    slim = slim_pod(full)
+    assert instance_from_pod(slim) == instance_from_pod(full), case
+    assert slim["metadata"]["resourceVersion"] == "4711"
+    assert len(json.dumps(slim)) < len(json.dumps(full)) / 3, "the slim pod keeps what is not read"
+    assert "managedFields" not in slim["metadata"] and "env" not in json.dumps(slim["spec"])
+
+
+def test_the_slim_pod_of_a_sparse_pod() -> None:
+    """A pod as bare as the API allows (no spec fields set, no status yet) slims without error."""
+    bare = {"metadata": {"uid": "u", "name": "p", "namespace": "bc-dev",
+                         "labels": {"bizcloud.io/service": "web"}}}
+    assert slim_pod(bare) == {"metadata": bare["metadata"], "spec": {}, "status": {}}
+    assert instance_from_pod(slim_pod(bare)) == instance_from_pod(bare)
+    assert slim_pod({}) == {"metadata": {}, "spec": {}, "status": {}}
 
 
 def _inst(**changes: Any) -> Instance:
