@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
+from sqlalchemy import Engine, Row, Table, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -624,13 +624,15 @@ def _insert_rows(s: Session, table: Table, columns: Sequence[str], rows: Sequenc
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 
 
-def _rows_by_uid(s: Session, uids: set[str]) -> dict[str, models.Instance]:
+def _rows_by_uid(s: Session, uids: set[str]) -> dict[str, Row[Any]]:
+    """The stored instance rows of ``uids``, as Core rows: an ORM query per chunk cost a big
+    batch's commit a seventh of its time in compiling and loading entities it only reads."""
     ordered = sorted(uids)
-    rows: dict[str, models.Instance] = {}
+    table = _table(models.Instance)
+    rows: dict[str, Row[Any]] = {}
     for i in range(0, len(ordered), _IN_CHUNK):
         chunk = ordered[i:i + _IN_CHUNK]
-        rows.update((row.uid, row) for row in s.scalars(select(models.Instance)
-                                                         .where(models.Instance.uid.in_(chunk))))
+        rows.update((row.uid, row) for row in s.execute(select(table).where(table.c.uid.in_(chunk))))
     return rows
 
 
@@ -639,14 +641,20 @@ def _existing(s: Session, column: Any, names: set[str]) -> set[str]:
 
 
 def _comparable(instance: Instance) -> Instance:
-    """The instance as the catalog would store it (``terminating`` is not kept: DOWN covers it)."""
+    """The instance as the catalog would store it (``terminating`` is not kept: DOWN covers it).
+
+    Most instances already are (a serving pod, no gate, no SOA interfaces): those are returned
+    as they are, instead of being built again field by field (a tenth of a big batch's commit)."""
+    if type(instance.group) is Group and type(instance.ports) is dict and not instance.terminating \
+            and not instance.stopped and instance.soa_interfaces is None and instance.authorized is None:
+        return instance
     return Instance(service=instance.service, env=instance.env, group=Group(instance.group),
                     namespace=instance.namespace, pod=instance.pod, uid=instance.uid, ip=instance.ip,
                     ports=dict(instance.ports), ready=instance.ready, node=instance.node,
                     release=instance.release)
 
 
-def _instance_of(row: models.Instance) -> Instance:
+def _instance_of(row: models.Instance | Row[Any]) -> Instance:
     return Instance(service=row.service, env=row.env, group=Group(row.group), namespace=row.namespace,
                     pod=row.pod, uid=PodUid(row.uid), ip=row.ip,
                     ports={str(k): int(v) for k, v in row.ports.items()}, ready=row.ready, node=row.node,

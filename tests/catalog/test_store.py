@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
@@ -14,6 +14,24 @@ from bizcloud.monitor.model import EventType, Group, InstanceEvent
 from tests.catalog.conftest import event, instance
 
 UP, DOWN, CHANGED = EventType.UP, EventType.DOWN, EventType.CHANGED
+
+
+class _ReadOnlyPorts(Mapping[str, int]):
+    """Ports as some other mapping than a dict (``Instance.ports`` is any ``Mapping``)."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self._ports = ports
+
+    def __getitem__(self, key: str) -> int:
+        return self._ports[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+
 A = instance("a")
 
 
@@ -31,6 +49,13 @@ A = instance("a")
     pytest.param([event(UP, A), event(UP, instance("a", group=Group.GRAY))], [UP, DOWN, UP], 1,
                  id="group-move-leaves-and-joins"),
     pytest.param([event(UP, A), event(UP, instance("b"))], [UP, UP], 2, id="two-pods"),
+    # what the catalog does not keep never makes a change, whichever way round it arrives
+    pytest.param([event(UP, A), event(UP, instance("a", soa_interfaces="com.example.Orders", authorized=True),
+                                      rv="2")], [UP], 1, id="unkept-fields-after"),
+    pytest.param([event(UP, instance("a", soa_interfaces="com.example.Orders", authorized=True)),
+                  event(UP, A, rv="2")], [UP], 1, id="unkept-fields-before"),
+    pytest.param([event(UP, instance("a", ports=_ReadOnlyPorts({"http": 8080}))), event(UP, A, rv="2")], [UP], 1,
+                 id="ports-not-a-dict"),
 ])
 def test_events_converge_and_change_only_when_the_catalog_changes(
         store: CatalogStore, events: list[InstanceEvent], changes: list[EventType], left: int) -> None:
@@ -42,7 +67,10 @@ def test_events_converge_and_change_only_when_the_catalog_changes(
     assert store.latest_revision() == (stream[-1].revision if stream else 0)
     assert len(store.all_instances()) == left
     if left:
-        assert store.all_instances()[events[-1].uid] == events[-1].instance
+        stored, last = store.all_instances()[events[-1].uid], events[-1].instance
+        assert (stored.ip, dict(stored.ports), stored.release, stored.group) == \
+            (last.ip, dict(last.ports), last.release, last.group)
+        assert stored.soa_interfaces is None and stored.authorized is None and not stored.terminating
 
 
 def test_apply_returns_the_revision_or_none(store: CatalogStore) -> None:
