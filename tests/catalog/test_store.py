@@ -54,8 +54,8 @@ A = instance("a")
                                       rv="2")], [UP], 1, id="unkept-fields-after"),
     pytest.param([event(UP, instance("a", soa_interfaces="com.example.Orders", authorized=True)),
                   event(UP, A, rv="2")], [UP], 1, id="unkept-fields-before"),
-    pytest.param([event(UP, instance("a", ports=_ReadOnlyPorts({"http": 8080}))), event(UP, A, rv="2")], [UP], 1,
-                 id="ports-not-a-dict"),
+    pytest.param([event(UP, instance("a", ports=_ReadOnlyPorts({"http": 8080}))), event(UP, A, rv="2")],
+                 [UP], 1, id="ports-not-a-dict"),
 ])
 def test_events_converge_and_change_only_when_the_catalog_changes(
         store: CatalogStore, events: list[InstanceEvent], changes: list[EventType], left: int) -> None:
