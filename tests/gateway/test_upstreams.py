@@ -31,14 +31,26 @@ def test_peer_of(inst: dict[str, Any], peer: dict[str, Any] | None) -> None:
     assert peer_of(inst) == peer
 
 
-def test_changes_fold_into_whole_upstream_deltas() -> None:
+def test_changes_fold_into_per_peer_deltas() -> None:
     state = RoutingState.seed(revision=3, instances=[_inst("a")], routes=[], policies=[])
     delta = state.apply([_change(4, "UP", _inst("b", group="gray")), _change(5, "DOWN", _inst("a"))])
-    body = state.delta(delta)
-    assert body == {"revision": 5, "full": False, "upstreams": {"web/dev": {
-        "normal": [], "gray": [{"uid": "b", "ip": "10.88.0.1", "port": 8080}]}}}
+    assert state.delta(delta) == {"revision": 5, "full": False, "peers": {"web/dev": {
+        "put": [{"group": "gray", "uid": "b", "ip": "10.88.0.1", "port": 8080}], "drop": ["a"]}}}
     moved = state.apply([_change(6, "CHANGED", _inst("b", group="normal"))])  # group changed
-    assert state.delta(moved)["upstreams"]["web/dev"]["gray"] == []
+    assert state.delta(moved)["peers"]["web/dev"] == {
+        "put": [{"group": "normal", "uid": "b", "ip": "10.88.0.1", "port": 8080}], "drop": []}
+    assert state.peers("web/dev", "gray") == []
+    assert [p["uid"] for p in state.peers("web/dev", "normal")] == ["b"]
+
+
+def test_the_last_change_of_a_peer_in_a_page_wins() -> None:
+    state = RoutingState.seed(revision=1, instances=[], routes=[], policies=[])
+    delta = state.apply([_change(2, "UP", _inst("a")), _change(3, "DOWN", _inst("a")),
+                         _change(4, "UP", _inst("b")), _change(5, "CHANGED", _inst("b", ip="10.88.0.2")),
+                         _change(6, "CHANGED", _inst("c", port=None))])   # serves no http: dropped
+    assert state.delta(delta)["peers"]["web/dev"] == {
+        "put": [{"group": "normal", "uid": "b", "ip": "10.88.0.2", "port": 8080}], "drop": ["a", "c"]}
+    assert delta.keys == {"web/dev"} and bool(delta)
 
 
 def test_config_changes_ask_for_routes_and_carry_policies() -> None:
@@ -52,13 +64,14 @@ def test_config_changes_ask_for_routes_and_carry_policies() -> None:
     assert state.full()["full"] is True and state.revision == 2
 
 
-def test_a_delta_is_sent_as_the_same_json_the_full_state_holds() -> None:
-    """The wire bytes, built from each peer's JSON kept since it was put, are exactly the compact
-    JSON of the upstreams as the full state holds them, through puts, moves, changes and removals."""
+def test_a_delta_applied_to_the_previous_full_state_gives_the_new_full_state() -> None:
+    """What the gateway does with a delta (``patch``, below, as ``state.lua`` does it) turns the
+    state it held into exactly the new full state, through puts, moves, changes and removals."""
     pods = [_inst(f"u{i:02d}", ip=f"10.88.0.{i}") for i in range(1, 30)]
     state = RoutingState.seed(revision=1, instances=pods,
                               routes=[{"host": "*", "path_prefix": "/", "service": "web", "env": "dev"}],
                               policies=[{"service": "web", "ratio": 20}])
+    held = state.full()["upstreams"]
     delta = state.apply([
         _change(2, "UP", _inst("u99", group="gray", ip="10.88.1.9")),
         _change(3, "DOWN", _inst("u05")),
@@ -67,10 +80,18 @@ def test_a_delta_is_sent_as_the_same_json_the_full_state_holds() -> None:
         _change(6, "CHANGED", _inst("u09", port=None)),                        # no longer serves http
         {"revision": 7, "type": "GRAY", "service": "web", "env": "", "instance": {"ratio": 5}},
     ])
-    expected = {"revision": 7, "full": False, "upstreams": {"web/dev": state.full()["upstreams"]["web/dev"]},
-                "policies": state.full()["policies"]}
-    assert state.delta_body(delta) == json.dumps(expected, separators=(",", ":")).encode()
-    gray = [p["uid"] for p in expected["upstreams"]["web/dev"]["gray"]]
-    normal = {p["uid"]: p for p in expected["upstreams"]["web/dev"]["normal"]}
-    assert gray == ["u07", "u99"] and "u05" not in normal and "u09" not in normal
-    assert normal["u08"] == {"uid": "u08", "ip": "10.88.2.8", "port": 9090}
+    body = json.loads(state.delta_body(delta))
+    assert body["revision"] == 7 and body["policies"] == state.full()["policies"] and "upstreams" not in body
+    for key, ops in body["peers"].items():
+        held[key] = patch(held.get(key, {"normal": [], "gray": []}), ops)
+    assert held == state.full()["upstreams"]
+    assert [p["uid"] for p in held["web/dev"]["gray"]] == ["u07", "u99"]
+
+
+def patch(upstream: dict[str, list[dict[str, Any]]], ops: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``state.lua``'s ``patch_upstream`` in Python (peers kept in uid order, as ``full`` has them)."""
+    gone = set(ops["drop"]) | {p["uid"] for p in ops["put"]}
+    out = {group: [p for p in upstream[group] if p["uid"] not in gone] for group in ("normal", "gray")}
+    for peer in ops["put"]:
+        out[peer["group"]].append({k: v for k, v in peer.items() if k != "group"})
+    return {group: sorted(peers, key=lambda p: p["uid"]) for group, peers in out.items()}

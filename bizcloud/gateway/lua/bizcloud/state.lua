@@ -1,9 +1,10 @@
 -- The gateway's routing state: pushed in on the admin port, kept in a shared dict, copied per worker.
 --
--- The syncer (Python) POSTs a full state or a delta, each with the catalog revision it is current
--- at. `push` validates everything before it writes anything (a malformed push answers 400 and the
--- previous state stays in force), then stores each upstream (service/env) as one JSON string with
--- its own version, and bumps `generation`. A worker compares `generation` on each request and, only
+-- The syncer (Python) POSTs a full state (every upstream whole) or a delta (per upstream, the peers
+-- to put and the uids to drop: `patch_upstream`), each with the catalog revision it is current at;
+-- a delta older than the state is ignored. `push` validates everything before it writes anything
+-- (a malformed push answers 400 and the previous state stays in force), then stores each upstream
+-- (service/env) as one JSON string with its own version, and bumps `generation`. A worker compares `generation` on each request and, only
 -- when it moved, decodes the upstreams whose version changed into plain Lua tables: the request
 -- path never decodes JSON. `init` seeds the dict from a file in the master, before any worker
 -- exists, so a (re)started nginx answers its first request with the catalog's routes.
@@ -57,10 +58,16 @@ local function check_peer(peer, where)
     return nil
 end
 
-local function check_upstream(key, up)
+local function check_key(key, field)
     if type(key) ~= "string" or not key:match("^[%w%-]+/[%w%-]+$") then
-        return "upstreams: key " .. tostring(key) .. " is not service/env"
+        return field .. ": key " .. tostring(key) .. " is not service/env"
     end
+    return nil
+end
+
+local function check_upstream(key, up)
+    local err = check_key(key, "upstreams")
+    if err then return err end
     if type(up) ~= "table" then return "upstreams." .. key .. " is not an object" end
     for _, group in ipairs(GROUPS) do
         local peers = up[group]
@@ -76,6 +83,32 @@ local function check_upstream(key, up)
         if name ~= "normal" and name ~= "gray" then
             return "upstreams." .. key .. ": unknown group " .. tostring(name)
         end
+    end
+    return nil
+end
+
+-- One upstream's part of a delta: {"put": [peers, each with its group], "drop": [uids]}.
+local function check_peer_ops(key, ops)
+    local err = check_key(key, "peers")
+    if err then return err end
+    local where = "peers." .. key
+    if type(ops) ~= "table" then return where .. " is not an object" end
+    for name in pairs(ops) do
+        if name ~= "put" and name ~= "drop" then return where .. ": unknown field " .. tostring(name) end
+    end
+    if ops.put ~= nil and type(ops.put) ~= "table" then return where .. ".put is not a list" end
+    for i, peer in ipairs(ops.put or {}) do
+        local at = where .. ".put[" .. i .. "]"
+        err = check_peer(peer, at)
+        if err then return err end
+        if type(peer.uid) ~= "string" then return at .. ".uid is required" end
+        if peer.group ~= "normal" and peer.group ~= "gray" then
+            return at .. ".group must be normal or gray"
+        end
+    end
+    if ops.drop ~= nil and type(ops.drop) ~= "table" then return where .. ".drop is not a list" end
+    for i, uid in ipairs(ops.drop or {}) do
+        if type(uid) ~= "string" then return where .. ".drop[" .. i .. "] is not a uid" end
     end
     return nil
 end
@@ -138,6 +171,14 @@ local function check(body)
             if err then return err end
         end
     end
+    if body.peers ~= nil then
+        if body.full == true then return "peers: a full push carries upstreams whole" end
+        if type(body.peers) ~= "table" then return "peers must be an object" end
+        for key, ops in pairs(body.peers) do
+            local err = check_peer_ops(key, ops)
+            if err then return err end
+        end
+    end
     if body.full ~= true and body.full ~= false and body.full ~= nil then return "full must be a boolean" end
     return nil
 end
@@ -172,6 +213,38 @@ local function store_upstream(key, up, generation, now)
     return set("upver:" .. key, generation)
 end
 
+-- A delta's peers for one upstream: drop the uids, put the peers (a put replaces the peer of its
+-- uid in either group). Only the named peers are touched: the rest of the stored upstream is
+-- decoded and encoded again by cjson, but never walked peer by peer in Lua or re-validated.
+local function patch_upstream(key, ops, generation, now)
+    local up = cjson.decode(dict:get("up:" .. key) or "{}") or {}
+    local gone, put_at = {}, {}   -- put_at: ip -> port -> the time a stored peer got that address
+    for _, uid in ipairs(ops.drop or {}) do gone[uid] = true end
+    for _, peer in ipairs(ops.put or {}) do
+        gone[peer.uid] = true
+        put_at[peer.ip] = put_at[peer.ip] or {}
+        put_at[peer.ip][peer.port] = false
+    end
+    local out = { normal = {}, gray = {} }
+    for _, group in ipairs(GROUPS) do
+        local kept = out[group]
+        for _, peer in ipairs(up[group] or {}) do
+            local ports = put_at[peer.ip]
+            if ports and ports[peer.port] == false then ports[peer.port] = peer.added end   -- kept its time
+            if not gone[peer.uid] then kept[#kept + 1] = peer end
+        end
+    end
+    for _, peer in ipairs(ops.put or {}) do
+        local kept = out[peer.group]
+        kept[#kept + 1] = { ip = peer.ip, port = peer.port, uid = peer.uid,
+                            added = put_at[peer.ip][peer.port] or now }
+    end
+    local empty = #out.normal == 0 and #out.gray == 0
+    local err = set("up:" .. key, empty and nil or cjson.encode(out))
+    if err then return err, false end
+    return set("upver:" .. key, generation), not empty
+end
+
 local function apply(body)
     local current = dict:get("revision") or -1
     if not body.full and current < 0 then
@@ -196,6 +269,11 @@ local function apply(body)
         local err = store_upstream(key, up, generation, now)
         if err then return 500, err end
         local has = (#(up.normal or {}) + #(up.gray or {})) > 0
+        keys[key] = has or nil
+    end
+    for key, ops in pairs(body.peers or {}) do
+        local err, has = patch_upstream(key, ops, generation, now)
+        if err then return 500, err end
         keys[key] = has or nil
     end
     local err = set("keys", cjson.encode(keys))
