@@ -33,13 +33,13 @@ from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.authz.worker import AuthzWorker
 from bizcloud.catalog.db import make_engine, migrate_engine
-from bizcloud.catalog.push import ChangePusher
 from bizcloud.catalog.store import CatalogStore, Committed
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.catalog.wakeup import WakeupSender, parse_targets
 from bizcloud.configcenter.schema import Inventory
 from bizcloud.configcenter.store import ConfigStore
 from bizcloud.errors import BizCloudError
+from bizcloud.gateway.direct import NginxPusher
 from bizcloud.kube import config as kube_config
 from bizcloud.kube.client import KubeClient
 from bizcloud.kube.conditions import PodCondition, set_pod_condition
@@ -161,7 +161,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     engine = make_engine(settings.resolved_database_url())
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
-    gateways = ChangePusher(parse_targets(settings.gateway_feed, setting="gateway_feed",
+    gateways = NginxPusher(parse_targets(settings.gateway_feed, setting="gateway_feed",
                                           default=("127.0.0.1", settings.gateway_admin_port)))
 
     def committed(changes: Committed) -> None:   # the gateways first: they are the latency-bound readers
@@ -224,7 +224,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
             task.cancel()
         await dispatcher.stop()
         await authz.aclose()
-        gateways.close()
+        await gateways.aclose()
     if soa is not None:
         soa.close()
     wakeups.close()
@@ -288,8 +288,7 @@ def gateway_main(settings: Settings, *, workers: int = 2, balance: str = "round_
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await run_gateway(config=config, prefix=settings.resolved_state_dir() / "gateway",
-                          catalog_url=catalog_url, stop=stop, peers=peers,
-                          feed=("127.0.0.1", settings.gateway_admin_port))
+                          catalog_url=catalog_url, stop=stop, peers=peers)
 
     asyncio.run(main())
 

@@ -90,10 +90,9 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8780
     gateway_admin_port: int = 8781
-    # The monitor also pushes what it commits straight to the gateways' syncers by UDP datagram
-    # (``catalog/push.py``), ahead of the change stream that confirms it: to every ``host:port``
-    # here (unset: 127.0.0.1 and the admin port — UDP beside nginx's TCP, where ``bizcloud gateway``
-    # listens; "off": none, the gateways follow the stream alone).
+    # The monitor also pushes what it commits straight into the gateways' nginx (``gateway/direct.py``),
+    # ahead of the change stream their syncers follow: to the admin port at every ``host:port`` here
+    # (unset: 127.0.0.1 and ``gateway_admin_port``; "off": none, the gateways follow the stream alone).
     gateway_feed: str | None = None
 
     # SOA registry: ZooKeeper (Debian's, started by BizCloud unless ``zookeeper_hosts`` names one).

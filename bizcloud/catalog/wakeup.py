@@ -59,7 +59,7 @@ def parse_targets(spec: str | None, *, default: Address, setting: str = "catalog
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise BizCloudError(f"{setting}: {entry!r} is not host:port",
                                 hint=f"set BIZCLOUD_{setting.upper()} to host:port[,host:port…] "
-                                     "(where its datagrams should go), or 'off'")
+                                     "(where it should send), or 'off'")
         targets.append((host, int(port)))
     return targets
 
@@ -106,7 +106,7 @@ class WakeupSender:
         self.send(encode(revision))
 
     def send(self, datagram: bytes) -> None:
-        """Send ``datagram`` to every target, once; never blocks, never raises (``push.py`` too)."""
+        """Send ``datagram`` to every target, once; never blocks, never raises."""
         for family, address in self._addresses:
             try:
                 self._sockets[family].sendto(datagram, address)

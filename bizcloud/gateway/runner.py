@@ -16,8 +16,6 @@ from pathlib import Path
 
 import httpx
 
-from bizcloud.catalog.push import listen
-from bizcloud.catalog.wakeup import Address
 from bizcloud.gateway.errors import GatewayError
 from bizcloud.gateway.nginxconf import GatewayConfig, GatewayPaths
 from bizcloud.gateway.process import Nginx
@@ -44,20 +42,17 @@ async def _seed(catalog_url: str, stop: asyncio.Event) -> RoutingState | None:
 
 
 async def run_gateway(*, config: GatewayConfig, prefix: Path, catalog_url: str, stop: asyncio.Event,
-                      peers: Sequence[str] = (), wait_s: float = 30.0, feed: Address | None = None,
-                      syncer: Syncer | None = None) -> Nginx:
+                      peers: Sequence[str] = (), wait_s: float = 30.0, syncer: Syncer | None = None) -> Nginx:
     """Run until ``stop``; returns the (stopped) nginx handle, whose ``starts`` tests read.
 
-    ``feed``: the UDP address where the monitor's pushed changes arrive (``catalog/push.py``);
-    without one the gateway follows the change stream alone. ``syncer``: one made by the caller
-    (tests read its counters); its targets must be this nginx's admin URL and ``peers``."""
+    ``syncer``: one made by the caller (tests read its counters); its targets must be this nginx's
+    admin URL and ``peers``. The monitor's pushes (``direct.py``) go to nginx's admin port itself."""
     nginx = Nginx(config, GatewayPaths(prefix))
     own = f"http://127.0.0.1:{config.admin_port}"
     syncer = syncer or Syncer(catalog_url=catalog_url, targets=[own, *peers], wait_s=wait_s)
     seed = await _seed(catalog_url, stop)
     if seed is None:
         return nginx
-    pushed = await listen(feed, syncer.offer) if feed is not None else None
     await asyncio.to_thread(nginx.start, seed.full())
     syncer.adopt(seed, current=[own])
     following = asyncio.create_task(syncer.run(stop), name="gateway-syncer")
@@ -76,8 +71,6 @@ async def run_gateway(*, config: GatewayConfig, prefix: Path, catalog_url: str, 
             await sleep_or_stop(stop, WATCH_INTERVAL_S)
     finally:
         stop.set()
-        if pushed is not None:
-            pushed.close()
         await following
         await asyncio.to_thread(nginx.stop)
     return nginx

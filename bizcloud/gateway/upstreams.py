@@ -17,7 +17,7 @@ the I/O. The JSON shapes here are the ones ``lua/bizcloud/state.lua`` validates.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +67,9 @@ class RoutingState:
         self.policies = {p["service"]: _policy(p) for p in policies}
 
     def apply(self, changes: Iterable[Mapping[str, Any]]) -> Delta:
-        """Fold a page of the change stream in; what to push. Config changes ask for a re-read."""
-        delta = Delta()
+        """Fold a page of the change stream in; what to push (continuing the revision the state was
+        at). Config changes ask for a re-read."""
+        delta = Delta(base=self.revision)
         for change in changes:
             kind = change["type"]
             self.revision = max(self.revision, int(change["revision"]))
@@ -78,11 +79,11 @@ class RoutingState:
             elif kind == "ROUTE":
                 delta.reread_routes = True
             elif kind in INSTANCE_TYPES:
-                instance = change["instance"]
-                key, uid = upstream_key(change["service"], change["env"]), str(change["uid"])
+                key, uid, put = delta.fold(change)
                 self._remove(key, uid)   # a DOWN, or an UP or CHANGED whose group may have changed
-                put = None if kind == "DOWN" else self._put(instance)
-                delta.peers.setdefault(key, {})[uid] = put
+                if put is not None:
+                    self.upstreams.setdefault(key, {g: {} for g in GROUPS})[put["group"]][uid] = \
+                        {k: v for k, v in put.items() if k != "group"}
         return delta
 
     def full(self) -> dict[str, Any]:
@@ -98,13 +99,8 @@ class RoutingState:
     def delta_body(self, delta: Delta) -> bytes:
         """The push for what ``delta`` touched, as sent: per upstream the peers put (with their
         group) and the uids dropped, in uid order; routes and policies whole when touched."""
-        peers = b",".join(_dumps(key) + b":" + _peer_ops(delta.peers[key]) for key in sorted(delta.peers))
-        extra = b""
-        if delta.reread_routes:
-            extra += b',"routes":' + _dumps(self.routes)
-        if delta.policies:
-            extra += b',"policies":' + _dumps(self.policies)
-        return b'{"revision":%d,"full":false,"peers":{%s}%s}' % (self.revision, peers, extra)
+        return delta.body(self.revision, routes=self.routes if delta.reread_routes else None,
+                          policies=self.policies if delta.policies else None)
 
     def peers(self, key: str, group: str) -> list[dict[str, Any]]:
         return list(self.upstreams.get(key, {}).get(group, {}).values())
@@ -113,16 +109,13 @@ class RoutingState:
         return {group: sorted(self.upstreams.get(key, {}).get(group, {}).values(), key=lambda p: p["uid"])
                 for group in GROUPS}
 
-    def _put(self, instance: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Add the instance's peer; that peer with its group (as a delta puts it), or None when
-        the instance offers none (then a delta drops its uid)."""
+    def _put(self, instance: Mapping[str, Any]) -> None:
         peer = peer_of(instance)
         if peer is None:
-            return None
+            return
         key = upstream_key(str(instance["service"]), str(instance["env"]))
         group = str(instance.get("group", "normal"))
         self.upstreams.setdefault(key, {g: {} for g in GROUPS}).setdefault(group, {})[peer["uid"]] = peer
-        return {"group": group, **peer}
 
     def _remove(self, key: str, uid: str) -> None:
         for peers in self.upstreams.get(key, {}).values():
@@ -137,6 +130,8 @@ class Delta:
     peers: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
     policies: bool = False
     reread_routes: bool = False
+    # The revision the changes continue: a gateway behind it would skip some, and refuses the push.
+    base: int | None = None
 
     @property
     def keys(self) -> set[str]:
@@ -145,6 +140,40 @@ class Delta:
 
     def __bool__(self) -> bool:
         return bool(self.peers) or self.policies or self.reread_routes
+
+    def fold(self, change: Mapping[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+        """Take one instance change in (it carries the instance's whole new state, so no other state
+        is needed); its upstream, its uid and the peer it puts (None: the uid is dropped)."""
+        key, uid = upstream_key(change["service"], change["env"]), str(change["uid"])
+        peer = None if change["type"] == "DOWN" else peer_of(change["instance"])
+        put = None if peer is None else {"group": str(change["instance"].get("group", "normal")), **peer}
+        self.peers.setdefault(key, {})[uid] = put
+        return key, uid, put
+
+    def body(self, revision: int, *, routes: list[dict[str, Any]] | None = None,
+             policies: dict[str, dict[str, Any]] | None = None) -> bytes:
+        """The push, as sent, making a gateway at ``base`` current at ``revision``."""
+        peers = b",".join(_dumps(key) + b":" + _peer_ops(self.peers[key]) for key in sorted(self.peers))
+        extra = b"" if self.base is None else b',"base":%d' % self.base
+        if routes is not None:
+            extra += b',"routes":' + _dumps(routes)
+        if policies is not None:
+            extra += b',"policies":' + _dumps(policies)
+        return b'{"revision":%d,"full":false,"peers":{%s}%s}' % (revision, peers, extra)
+
+
+def commit_body(changes: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """The push for one commit of instance changes (consecutive revisions, in the change stream's
+    shape), continuing the revision before its first; None when there are none. What the monitor
+    sends each gateway after each commit (``direct.py``). Purely computational."""
+    if not changes:
+        return None
+    delta = Delta(base=int(changes[0]["revision"]) - 1)
+    for change in changes:
+        if change["type"] not in INSTANCE_TYPES:
+            return None   # a config change: routes and policies come from the syncer alone
+        delta.fold(change)
+    return delta.body(int(changes[-1]["revision"]))
 
 
 def _peer_ops(peers: Mapping[str, dict[str, Any] | None]) -> bytes:

@@ -160,3 +160,24 @@ def test_a_malformed_delta_is_refused_and_changes_nothing(seeded: tuple[Admin, R
     after = admin.table()
     assert (after["revision"], after["generation"], after["upstreams"]) == \
         (before["revision"], before["generation"], before["upstreams"])
+
+
+def test_a_delta_applies_over_any_revision_from_its_base_and_never_over_an_older_one(
+        seeded: tuple[Admin, RoutingState]) -> None:
+    admin, state = seeded
+    ahead = RoutingState.seed(revision=1, instances=[], routes=[], policies=[])   # another writer's copy
+    first = state.apply([_change(2, "UP", _inst("n1", ip="10.88.1.1"))])
+    second = state.apply([_change(3, "UP", _inst("n2", ip="10.88.1.2"))])
+    body_first, body_second = state.delta_body(first), state.delta_body(second)
+    assert (first.base, second.base) == (1, 2)
+    gap = admin.push(body_second)                       # continues 2; the gateway is at 1
+    assert gap.status_code == 409 and "gap" in gap.json()["message"]
+    assert admin.table()["revision"] == 1 and "n2" not in admin.peers()["normal"]
+    assert admin.push(body_first).status_code == 200
+    assert admin.push(body_second).status_code == 200
+    # a writer that saw both at once: its delta continues 1, the gateway is at 3 — applied, no change
+    both = ahead.apply([_change(2, "UP", _inst("n1", ip="10.88.1.1")),
+                        _change(3, "UP", _inst("n2", ip="10.88.1.2"))])
+    assert admin.push(ahead.delta_body(both)).status_code == 200
+    assert admin.table()["revision"] == 3
+    assert _without_added(admin.peers()) == _expected(state)

@@ -1,28 +1,37 @@
-"""The monitor's pushed changes on a real gateway: ahead of the change stream, and checked by it.
+"""The monitor's direct pushes on a real gateway: into nginx ahead of the change stream, the authority.
 
 The server here looks at its database only every 30 s (its long polls, of 3 s, read it once at
-their start), so the stream brings a commit seconds late unless it is woken by hand (the wake-up
-datagram the monitor would send); the syncer's counters say what came by the pushed datagram
-(``catalog/push.py``) and what the stream confirmed.
+their start), so the stream brings a commit late unless it is woken by hand (the wake-up
+datagram the monitor would send). The pusher (``gateway/direct.py``) runs on an event loop of its
+own thread, as in the monitor, and the store calls it after each commit from the committing thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 
-from bizcloud.catalog import push, wakeup
+from bizcloud.catalog import wakeup
+from bizcloud.catalog.schemas import ChangePublic
 from bizcloud.catalog.store import CatalogStore, Committed, snapshot_of
+from bizcloud.gateway.direct import Answers, NginxPusher, request_bytes
 from bizcloud.gateway.nginxconf import GatewayConfig, GatewayPaths
 from bizcloud.gateway.runner import run_gateway
 from bizcloud.gateway.syncer import Syncer
+from bizcloud.gateway.upstreams import RoutingState, commit_body
+from bizcloud.kube.http1 import MalformedResponse
 from bizcloud.monitor.model import EventType, InstanceEvent
 from bizcloud.web.app import create_app
 from tests.catalog.conftest import db_url, engine, event, instance, store  # noqa: F401
@@ -31,6 +40,7 @@ from tests.gateway.conftest import Backend, Gateway, backends, eventually  # noq
 from tests.gateway.test_gateway import _peers, _route, _up
 
 GATEWAY_PORT, ADMIN_PORT = 18782, 18783   # this suite's range: 18700-18799
+T = TypeVar("T")
 
 
 def free_udp_port() -> int:
@@ -44,24 +54,25 @@ def free_udp_port() -> int:
 class Pushed:
     gateway: Gateway
     syncer: Syncer
-    feed: tuple[str, int]       # where the gateway takes pushed changes
-    wakeup: tuple[str, int]     # where the server takes wake-ups
-
-    def send(self, changes: list[dict[str, object]]) -> None:
-        for datagram in push.encode(changes):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(datagram, self.feed)
+    pusher: NginxPusher
+    loop: asyncio.AbstractEventLoop   # the pusher's (the monitor's event loop)
+    wakeup: tuple[str, int]           # where the server takes wake-ups
+    store: CatalogStore               # the monitor's store: every commit goes to the pusher
 
     def wake_the_stream(self, revision: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(wakeup.encode(revision), self.wakeup)
 
-    store: CatalogStore   # the monitor's store: every commit is pushed by the real ChangePusher
+    def on_loop(self, call: Callable[[], T]) -> T:
+        """``call()`` run on the pusher's loop, as the monitor commits small batches."""
+        async def run() -> T:
+            return call()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 
 
 @pytest.fixture
 def pushed(db_url: str, store: CatalogStore, tmp_path: Path) -> Iterator[Pushed]:  # noqa: F811
-    # the route before the gateway starts: a ROUTE change is never taken from a push
+    # the route before the gateway starts: routes come from the syncer alone
     store.create_service(name="shop", description="", owner="")
     store.create_environment(name="dev", namespace="bc-dev")
     _route(store)
@@ -71,21 +82,28 @@ def pushed(db_url: str, store: CatalogStore, tmp_path: Path) -> Iterator[Pushed]
                                access_log=False)
         gw = Gateway(url=f"http://127.0.0.1:{GATEWAY_PORT}", admin=f"http://127.0.0.1:{ADMIN_PORT}",
                      paths=GatewayPaths(tmp_path / "gw"))
-        feed = ("127.0.0.1", free_udp_port())
         syncer = Syncer(catalog_url=base_url, targets=[gw.admin], wait_s=3.0)
-        loop = asyncio.new_event_loop()
+        gateway_loop = asyncio.new_event_loop()
         stop = asyncio.Event()
-        thread = threading.Thread(target=lambda: loop.run_until_complete(run_gateway(
+        thread = threading.Thread(target=lambda: gateway_loop.run_until_complete(run_gateway(
             config=config, prefix=gw.paths.prefix, catalog_url=base_url, stop=stop, wait_s=3.0,
-            feed=feed, syncer=syncer)), daemon=True)
+            syncer=syncer)), daemon=True)
         thread.start()
         eventually(lambda: syncer.pushes > 0 or _answers(gw), what="the gateway started", timeout=20)
         time.sleep(0.3)   # the syncer's first long poll is waiting
-        pusher = push.ChangePusher([feed], max_changes=2)
-        yield Pushed(gateway=gw, syncer=syncer, feed=feed, wakeup=wake,
+        monitor_loop = asyncio.new_event_loop()
+        monitor = threading.Thread(target=monitor_loop.run_forever, daemon=True)
+        monitor.start()
+
+        async def make() -> NginxPusher:
+            return NginxPusher([("127.0.0.1", ADMIN_PORT)], max_changes=2)
+        pusher = asyncio.run_coroutine_threadsafe(make(), monitor_loop).result(timeout=5)
+        yield Pushed(gateway=gw, syncer=syncer, pusher=pusher, loop=monitor_loop, wakeup=wake,
                      store=CatalogStore(store.engine, on_commit=pusher))
-        pusher.close()
-        loop.call_soon_threadsafe(stop.set)
+        asyncio.run_coroutine_threadsafe(pusher.aclose(), monitor_loop).result(timeout=5)
+        monitor_loop.call_soon_threadsafe(monitor_loop.stop)
+        monitor.join(timeout=5)
+        gateway_loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=40)
         assert not thread.is_alive()
 
@@ -102,70 +120,47 @@ def _answers(gw: Gateway) -> bool:
     return True
 
 
-def test_a_pushed_commit_is_routable_before_the_stream_answers_and_the_stream_agrees(
+def test_a_commit_is_routable_before_the_stream_answers_and_the_stream_agrees(
         pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
     a, b, _, _ = backends
-    revision = store.latest_revision()
-    _up(pushed.store, a)
+    revision, syncer_pushes = store.latest_revision(), pushed.syncer.pushes
+    _up(pushed.store, a)                                   # committed on this thread: handed to the loop
     eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=2, what="the pushed UP in nginx")
-    assert pushed.syncer.taken == 1
-    pushed.store.apply_events(events=[_event(EventType.UP, b), _event(EventType.DOWN, a)])
+    pushed.on_loop(lambda: pushed.store.apply_events(events=[_event(EventType.UP, b),
+                                                             _event(EventType.DOWN, a)]))   # on the loop
     eventually(lambda: _peers(pushed.gateway) == {b.port}, timeout=2, what="the pushed UP and DOWN")
-    assert pushed.syncer.taken == 3
+    assert pushed.pusher.outcomes() == {"applied": 2}
+    assert pushed.syncer.pushes == syncer_pushes, "the stream had not answered yet"
     pushed.wake_the_stream(revision + 3)
-    eventually(lambda: not pushed.syncer._unconfirmed, timeout=5, what="the stream confirming the pushes")
-    assert pushed.syncer.reseeds == 0
+    eventually(lambda: pushed.syncer.pushes > syncer_pushes, timeout=5, what="the stream's delta")
     assert _peers(pushed.gateway) == {b.port}
     assert pushed.gateway.table()["revision"] == revision + 3
 
 
-def test_a_forged_push_is_undone_when_the_stream_disagrees(
+def test_what_the_stream_brings_overrides_a_wrong_push(
         pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
     a = backends[0]
     revision = store.latest_revision()
-    forged = instance("forged", service="shop", ip="10.9.9.9", ports={"http": 80})
-    pushed.send([{"revision": revision + 1, "type": "UP", "uid": "forged", "service": "shop", "env": "dev",
-                  "group": "normal", "instance": snapshot_of(forged), "at": "x"}])
-    eventually(lambda: 80 in _peers(pushed.gateway), timeout=2, what="the forged push applied ahead")
-    assert pushed.syncer.taken == 1
-    _up(store, a)                                  # what really happened at that revision
+    wrong = {"revision": revision + 1, "base": revision, "full": False,
+             "peers": {"shop/dev": {"put": [{"group": "normal", "uid": a.name, "ip": "127.0.0.1", "port": 1}],
+                                    "drop": []}}}
+    answer = httpx.post(f"{pushed.gateway.admin}/bizcloud/upstreams", content=json.dumps(wrong), timeout=5)
+    assert answer.status_code == 200 and _peers(pushed.gateway) == {1}
+    _up(store, a)                                   # what really happened at that revision (not pushed)
     pushed.wake_the_stream(revision + 1)
-    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=10,
-               what="the catalog's truth after re-seeding")
-    assert pushed.syncer.reseeds == 1
+    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=10, what="the stream's truth for the peer")
 
 
-def test_a_push_after_a_hole_waits_for_the_stream(pushed: Pushed, store: CatalogStore,  # noqa: F811
-                                                  backends: list[Backend]) -> None:  # noqa: F811
+def test_a_push_that_would_skip_a_revision_is_refused_and_the_stream_brings_both(
+        pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
     a, b, _, _ = backends
     revision = store.latest_revision()
-    _up(store, a)
-    _up(store, b)
-    rows = store.changes_since(revision=revision + 1, limit=10)   # only the second: a hole before it
-    pushed.send([push.change_json(c) for c in rows])
-    time.sleep(0.5)
-    assert pushed.syncer.taken == 0
+    _up(store, a)                 # not pushed (another writer, or a push lost)
+    _up(pushed.store, b)          # pushed, but continuing a revision nginx does not have
+    eventually(lambda: pushed.pusher.outcomes()["refused"] == 1, timeout=2, what="nginx refusing the gap")
+    assert _peers(pushed.gateway) == set()
     pushed.wake_the_stream(revision + 2)
     eventually(lambda: _peers(pushed.gateway) == {a.port, b.port}, timeout=5, what="the stream's changes")
-
-
-@pytest.mark.parametrize(("sizes", "datagrams"), [([1], 1), ([100] * 3, 1), ([20_000] * 7, 4)],
-                         ids=["one", "a few", "split"])
-def test_datagrams_stay_small_and_carry_every_change_in_order(sizes: list[int], datagrams: int) -> None:
-    changes = [{"revision": 10 + i, "type": "UP", "instance": {"pad": "x" * n}} for i, n in enumerate(sizes)]
-    encoded = push.encode(changes)
-    assert len(encoded) == datagrams and all(len(d) <= push.MAX_DATAGRAM for d in encoded)
-    assert [c for d in encoded for c in push.decode(d) or []] == changes
-
-
-@pytest.mark.parametrize("datagram", [
-    b"bizcloud-catalog 5", b"bizcloud-changes not json", b'bizcloud-changes {"changes": []}',
-    b'bizcloud-changes {"changes": [{"revision": "1", "type": "UP", "instance": {}}]}',
-    b'bizcloud-changes {"changes": [{"revision": 1, "type": "UP", "instance": {}}, '
-    b'{"revision": 3, "type": "UP", "instance": {}}]}',
-], ids=["a wake-up", "not JSON", "empty", "revision not a number", "a hole inside"])
-def test_what_is_not_a_well_formed_push_is_ignored(datagram: bytes) -> None:
-    assert push.decode(datagram) is None
 
 
 def test_a_commit_bigger_than_the_limit_is_left_to_the_stream_and_pushes_resume_after_it(
@@ -173,26 +168,106 @@ def test_a_commit_bigger_than_the_limit_is_left_to_the_stream_and_pushes_resume_
     a, b, c, d = backends
     revision = store.latest_revision()
     pushed.store.apply_events(events=[_event(EventType.UP, x) for x in (a, b, c)])   # 3 > max_changes=2
-    time.sleep(0.5)
-    assert pushed.syncer.taken == 0 and _peers(pushed.gateway) == set()
+    time.sleep(0.3)
+    assert pushed.pusher.skipped == 1 and _peers(pushed.gateway) == set()
     pushed.wake_the_stream(revision + 3)
     eventually(lambda: _peers(pushed.gateway) == {a.port, b.port, c.port}, timeout=5,
                what="the stream's page")
     _up(pushed.store, d)
     eventually(lambda: d.port in _peers(pushed.gateway), timeout=2, what="the next commit, pushed")
-    assert pushed.syncer.taken == 1
+    assert pushed.pusher.outcomes()["applied"] == 1
 
 
-def test_what_is_pushed_is_what_the_stream_serves(store: CatalogStore) -> None:  # noqa: F811
+def test_commits_on_the_loop_and_on_other_threads_arrive_in_revision_order(
+        pushed: Pushed, backends: list[Backend]) -> None:  # noqa: F811
+    a, b, c, d = backends
+    for n in range(8):
+        for backend in (a, b, c, d):
+            change = _event(EventType.UP if n % 2 == 0 else EventType.DOWN, backend)
+            if (n + backend.port) % 2:
+                pushed.on_loop(lambda e=change: pushed.store.apply_events(events=[e]))  # type: ignore[misc]
+            else:
+                pushed.store.apply_events(events=[change])
+    eventually(lambda: sum(pushed.pusher.outcomes().values()) == 32, timeout=5, what="every answer")
+    assert pushed.pusher.outcomes() == {"applied": 32}, "a push arrived out of order (refused as a gap)"
+    assert _peers(pushed.gateway) == set()
+
+
+def test_a_gateway_that_restarts_costs_a_commit_nothing_and_is_reconnected(
+        pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
+    a, b, _, _ = backends
+    _up(pushed.store, a)
+    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=2, what="the first push")
+    master = int(pushed.gateway.paths.pidfile.read_text())
+    os.kill(master, signal.SIGKILL)
+    eventually(lambda: _answers(pushed.gateway) and int(pushed.gateway.paths.pidfile.read_text()) != master,
+               timeout=20, what="nginx restarted by the gateway")
+    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=10, what="the restarted nginx's seed")
+    _up(pushed.store, b)          # the kept-alive connection died with nginx: made again
+    eventually(lambda: _peers(pushed.gateway) == {a.port, b.port}, timeout=5, what="the push after it")
+
+
+def test_a_gateway_that_is_down_costs_a_commit_nothing(store: CatalogStore) -> None:  # noqa: F811
+    async def commit_with_nobody_listening() -> dict[str, int]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()
+        pusher = NginxPusher([closed])
+        monitors = CatalogStore(store.engine, on_commit=pusher)
+        started = time.monotonic()
+        for n in range(3):
+            monitors.apply_event(event=event(EventType.UP, instance(f"u{n}", service="shop")))
+        assert time.monotonic() - started < 1.0
+        await asyncio.sleep(0.2)
+        await pusher.aclose()
+        return dict(pusher.outcomes())
+
+    assert asyncio.run(commit_with_nobody_listening()) == {"dropped": 3}
+
+
+@pytest.mark.parametrize("split", [1, 7, 40, 1000])
+def test_pipelined_answers_are_read_however_they_arrive(split: int) -> None:
+    wire = b"".join(b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, len(body), body) for status, body in ((200, b'{"a":1}\n'), (409, b"gap\n"),
+                                                                     (200, b"")))
+    answers = Answers()
+    got = [a for i in range(0, len(wire), split) for a in answers.feed(wire[i:i + split])]
+    assert got == [(200, b'{"a":1}\n'), (409, b"gap\n"), (200, b"")]
+
+
+def test_an_answer_without_a_length_is_malformed() -> None:
+    with pytest.raises(MalformedResponse):
+        Answers().feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+def test_the_request_is_plain_http_1_1() -> None:
+    assert request_bytes("127.0.0.1", 8781, b"{}") == (
+        b"POST /bizcloud/upstreams HTTP/1.1\r\nHost: 127.0.0.1:8781\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\n\r\n{}")
+
+
+def test_what_is_pushed_is_what_the_syncer_would_push_for_the_same_revisions(
+        store: CatalogStore) -> None:  # noqa: F811
     committed: list[Committed] = []
     monitors = CatalogStore(store.engine, on_commit=committed.append)
     monitors.apply_event(event=event(EventType.UP, instance("u1", service="shop")))
     monitors.apply_events(events=[event(EventType.DOWN, instance("u1", service="shop")),
                                   event(EventType.UP, instance("u2", service="shop", ip="10.0.0.2"))])
     monitors.apply_event(event=event(EventType.UP, instance("u2", service="shop", ip="10.0.0.2")))  # no-op
-    pushed = [push.change_json(c) for batch in committed for c in batch.changes()]
-    streamed = [push.change_json(c) for c in store.changes_since(revision=0, limit=10)]
-    assert [c["type"] for c in pushed] == ["UP", "DOWN", "UP"]
-    assert [c["revision"] for c in pushed] == [c["revision"] for c in streamed]
-    assert [b.revision for b in committed] == [pushed[0]["revision"], pushed[2]["revision"]]  # not the no-op
-    assert pushed == streamed
+    assert [b.revision for b in committed] == [1, 3]   # not the no-op
+    state = RoutingState.seed(revision=0, instances=[], routes=[], policies=[])
+    for batch in committed:
+        streamed = [_stream_shape(c) for c in store.changes_since(revision=state.revision, limit=10)]
+        streamed = [c for c in streamed if c["revision"] <= batch.revision]
+        pushed: list[dict[str, Any]] = [{"revision": c.revision, "type": c.type.value, "uid": str(c.uid),
+                                         "service": c.service, "env": c.env, "instance": c.instance}
+                                        for c in batch.changes()]
+        assert commit_body(pushed) == state.delta_body(state.apply(streamed))
+        assert [c["instance"] for c in pushed] == [snapshot_of(i) for _, i in batch.applied]
+
+
+def _stream_shape(change: Any) -> dict[str, Any]:
+    """A change as ``/api/v1/changes`` serves it (what the syncer folds)."""
+    result: dict[str, Any] = json.loads(ChangePublic.model_validate(change, from_attributes=True)
+                                        .model_dump_json())
+    return result

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bizcloud.gateway.upstreams import RoutingState, peer_of
+from bizcloud.gateway.upstreams import RoutingState, commit_body, peer_of
 
 
 def _inst(uid: str, *, group: str = "normal", ip: str = "10.88.0.1", port: int | None = 8080,
@@ -34,7 +34,7 @@ def test_peer_of(inst: dict[str, Any], peer: dict[str, Any] | None) -> None:
 def test_changes_fold_into_per_peer_deltas() -> None:
     state = RoutingState.seed(revision=3, instances=[_inst("a")], routes=[], policies=[])
     delta = state.apply([_change(4, "UP", _inst("b", group="gray")), _change(5, "DOWN", _inst("a"))])
-    assert state.delta(delta) == {"revision": 5, "full": False, "peers": {"web/dev": {
+    assert state.delta(delta) == {"revision": 5, "base": 3, "full": False, "peers": {"web/dev": {
         "put": [{"group": "gray", "uid": "b", "ip": "10.88.0.1", "port": 8080}], "drop": ["a"]}}}
     moved = state.apply([_change(6, "CHANGED", _inst("b", group="normal"))])  # group changed
     assert state.delta(moved)["peers"]["web/dev"] == {
@@ -86,6 +86,18 @@ def test_a_delta_applied_to_the_previous_full_state_gives_the_new_full_state() -
         held[key] = patch(held.get(key, {"normal": [], "gray": []}), ops)
     assert held == state.full()["upstreams"]
     assert [p["uid"] for p in held["web/dev"]["gray"]] == ["u07", "u99"]
+
+
+def test_a_commit_is_pushed_as_the_stream_would_fold_it() -> None:
+    """The monitor's push for one commit (``commit_body``) is the syncer's delta for the same
+    changes, continuing the revision before the commit; a config change is never in one."""
+    state = RoutingState.seed(revision=3, instances=[_inst("a")], routes=[], policies=[])
+    changes = [_change(4, "UP", _inst("b", group="gray")), _change(5, "DOWN", _inst("a")),
+               _change(6, "CHANGED", _inst("c", port=None))]
+    assert json.loads(commit_body(changes) or b"") == state.delta(state.apply(changes))
+    assert commit_body([]) is None
+    route = {"revision": 7, "type": "ROUTE", "service": "web", "env": "dev", "instance": {}}
+    assert commit_body([route]) is None
 
 
 def patch(upstream: dict[str, list[dict[str, Any]]], ops: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -180,6 +180,9 @@ local function check(body)
         end
     end
     if body.full ~= true and body.full ~= false and body.full ~= nil then return "full must be a boolean" end
+    if body.base ~= nil and (type(body.base) ~= "number" or body.base < 0 or body.base > body.revision) then
+        return "base must be a number from 0 to revision"
+    end
     return nil
 end
 
@@ -253,6 +256,13 @@ local function apply(body)
     if not body.full and body.revision < current then
         return 200, "stale: gateway is at revision " .. current
     end
+    -- A delta continues `base`: applied over any revision from `base` to its own (its puts and
+    -- drops are each peer's state at its revision, so applying them again changes nothing), never
+    -- over an older one, which would skip the changes in between. Two writers share this: the
+    -- monitor pushes each commit, the syncer follows the change stream and brings what was missed.
+    if not body.full and body.base ~= nil and body.base > current then
+        return 409, "gap: the delta continues revision " .. body.base .. ", this gateway is at " .. current
+    end
     if body.full then
         body.routes, body.policies = body.routes or {}, body.policies or {}
     end
@@ -315,10 +325,12 @@ function _M.serve_push()
         end
     end
     local status, message = _M.push(raw)
+    local answer = cjson.encode({ status = status, message = message, revision = dict:get("revision") or -1,
+                                  generation = dict:get("generation") or 0 }) .. "\n"
     ngx.status = status
     ngx.header["Content-Type"] = "application/json"
-    ngx.say(cjson.encode({ status = status, message = message, revision = dict:get("revision") or -1,
-                           generation = dict:get("generation") or 0 }))
+    ngx.header["Content-Length"] = #answer   -- not chunked: the monitor reads answers back to back
+    ngx.print(answer)
 end
 
 -- The admin endpoint: GET the upstream table as the shared dict holds it.

@@ -1,0 +1,230 @@
+"""The monitor's side of the gateway feed: each commit's peers, straight into every gateway's nginx.
+
+The change stream (``/changes`` on the API server, followed by each gateway's syncer) is how the
+gateways learn everything, and it stays the authority. On the Ready -> routable path, though, it
+costs two process hops after the commit: the server answering the syncer's long poll, the
+syncer pushing to nginx. So the monitor also pushes each commit itself: the store's
+``on_commit`` hook (``CatalogStore(on_commit=...)``) hands over what was just committed, in
+revision order, and this writes one per-peer delta (``upstreams.commit_body``) as an HTTP request
+on a kept-alive connection to each gateway's admin port (``BIZCLOUD_GATEWAY_FEED``; by default
+the local gateway's). Requests are pipelined, never waited for: the commit goes on at once, and
+the answers are read as they come, only to be counted and logged.
+
+Why this is safe beside the syncer: a delta names the revision it continues (``base``), and
+nginx applies it only over a state at least that new (``state.lua``). A push that would skip a
+revision — one lost while nginx restarted, a route changed by the API server, a commit of more
+than ``max_changes`` left to the stream — is refused (409) and changes nothing; the syncer's
+deltas, which re-apply idempotently over what was pushed, bring it a moment later. Nothing here
+ever blocks or fails a commit: a gateway that is down costs a reconnection attempt at most once
+a second, and its pushes are dropped meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from bizcloud.catalog.store import ChangeOut, Committed
+from bizcloud.catalog.wakeup import Address
+from bizcloud.gateway.syncer import PUSH_PATH
+from bizcloud.gateway.upstreams import commit_body
+from bizcloud.kube.http1 import MalformedResponse, parse_head
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH = 500            # changes pushed per commit; a bigger one (a relist's backlog) is the stream's
+MAX_WAITING = 1000        # requests kept while a connection is being made; beyond, the stream's
+RECONNECT_S = 1.0         # the least time between two connection attempts to one gateway
+CONNECT_TIMEOUT_S = 1.0
+
+
+def request_bytes(host: str, port: int, body: bytes) -> bytes:
+    """The HTTP/1.1 request pushing ``body`` to a gateway's admin port. Purely computational."""
+    return (f"POST {PUSH_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Answers:
+    """Reads pipelined answers (each with a Content-Length) as they arrive. Purely computational."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The complete answers in ``data`` so far, as (status, body); raises ``MalformedResponse``."""
+        self._buffer += data
+        answers = []
+        while (head := parse_head(self._buffer)) is not None:
+            response, start = head
+            length = response.headers.get("content-length", "")
+            if not length.isdigit():
+                raise MalformedResponse(f"an answer without a Content-Length ({response.status})")
+            end = start + int(length)
+            if len(self._buffer) < end:
+                break
+            answers.append((response.status, self._buffer[start:end]))
+            self._buffer = self._buffer[end:]
+        return answers
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, link: _Link) -> None:
+        self._link = link
+        self._answers = Answers()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            answers = self._answers.feed(data)
+        except MalformedResponse as e:
+            log.warning("gateway %s:%s answered a push with %s; reconnecting", *self._link.address, e)
+            self._link.drop()
+            return
+        for status, body in answers:
+            self._link.answered(status, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link.lost(self)
+
+
+class _Link:
+    """One gateway: a kept-alive connection, made again when lost (at most once per ``RECONNECT_S``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: Address) -> None:
+        self.loop, self.address = loop, address
+        self.transport: asyncio.Transport | None = None
+        self.protocol: _Connection | None = None
+        self.waiting: collections.deque[bytes] = collections.deque()
+        self.connecting: asyncio.Task[None] | None = None
+        self.next_attempt = 0.0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    def send(self, request: bytes) -> None:
+        """On the loop's thread."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(request)
+            return
+        if self.connecting is None:
+            if time.monotonic() < self.next_attempt:
+                self.outcomes["dropped"] += 1   # the gateway was unreachable a moment ago
+                return
+            self.next_attempt = time.monotonic() + RECONNECT_S
+            self.connecting = self.loop.create_task(self._connect(), name=f"gateway-feed {self.address}")
+        if len(self.waiting) >= MAX_WAITING:
+            self.outcomes["dropped"] += 1
+            return
+        self.waiting.append(request)
+
+    async def _connect(self) -> None:
+        host, port = self.address
+        try:
+            transport, protocol = await asyncio.wait_for(
+                self.loop.create_connection(lambda: _Connection(self), host, port), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as e:
+            log.warning("gateway feed: cannot connect to %s:%s (%r); its pushes wait for the change "
+                        "stream", host, port, e)
+            self.outcomes["dropped"] += len(self.waiting)
+            self.waiting.clear()
+            return
+        finally:
+            self.connecting = None
+        assert isinstance(transport, asyncio.Transport)
+        self.transport, self.protocol = transport, protocol
+        while self.waiting:
+            transport.write(self.waiting.popleft())
+
+    def answered(self, status: int, body: bytes) -> None:
+        if status == 200:
+            self.outcomes["applied"] += 1
+        elif status == 409:   # a gap (or no state yet): the syncer brings it
+            self.outcomes["refused"] += 1
+            log.debug("gateway %s:%s refused a push: %s", *self.address, body[:200])
+        else:
+            self.outcomes["failed"] += 1
+            log.warning("gateway %s:%s answered a push with %s: %s", *self.address, status, body[:300])
+
+    def lost(self, protocol: _Connection) -> None:
+        if protocol is self.protocol:
+            self.transport = self.protocol = None
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.transport = self.protocol = None
+
+    async def aclose(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+        self.drop()
+
+
+class NginxPusher:
+    """The catalog store's ``on_commit`` hook in the monitor: pushes each commit to every gateway.
+
+    Made on the event loop that then does the sending; called on whichever thread committed (the
+    loop's own for small batches, the store's commit thread otherwise), always in revision order
+    and under the store's write lock. What it hands over is queued in that order and written by
+    the loop: at once when the commit ran on the loop, else as soon as the loop is next free.
+    """
+
+    def __init__(self, targets: Sequence[Address], *, max_changes: int = MAX_PUSH) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._links = [_Link(self._loop, address) for address in targets]
+        self._max_changes = max_changes
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._lock = threading.Lock()
+        self.skipped = 0    # commits too big to push (left to the stream)
+
+    @property
+    def targets(self) -> list[Address]:
+        return [link.address for link in self._links]
+
+    def outcomes(self) -> collections.Counter[str]:
+        """Pushes by outcome, over every gateway: applied, refused (409), failed, dropped."""
+        total: collections.Counter[str] = collections.Counter()
+        for link in self._links:
+            total.update(link.outcomes)
+        return total
+
+    def __call__(self, committed: Committed) -> None:
+        if not self._links:
+            return
+        if len(committed.revisions) > self._max_changes:
+            self.skipped += 1
+            return
+        try:
+            body = commit_body([_change(c) for c in committed.changes()])
+        except Exception:  # the gateways follow the stream meanwhile; never fail the commit
+            log.exception("encoding a commit for the gateways failed")
+            return
+        if body is None:
+            return
+        with self._lock:
+            self._queue.append(body)
+        if threading.get_ident() == self._thread:
+            self._flush()
+        else:
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            bodies = list(self._queue)
+            self._queue.clear()
+        for link in self._links:
+            host, port = link.address
+            for body in bodies:
+                link.send(request_bytes(host, port, body))
+
+    async def aclose(self) -> None:
+        for link in self._links:
+            await link.aclose()
+
+
+def _change(change: ChangeOut) -> dict[str, object]:
+    """A committed change in the change stream's shape, as ``commit_body`` reads it."""
+    return {"revision": change.revision, "type": change.type.value, "uid": str(change.uid),
+            "service": change.service, "env": change.env, "instance": change.instance}
