@@ -32,7 +32,7 @@ from bizcloud.authz.iptables import IptablesExecutor
 from bizcloud.authz.journal import AuthzStore
 from bizcloud.authz.mysql import MysqlExecutor
 from bizcloud.authz.worker import AuthzWorker
-from bizcloud.catalog.db import make_engine, migrate_engine
+from bizcloud.catalog.db import checkpoint, make_engine, migrate_engine
 from bizcloud.catalog.store import CatalogStore, Committed
 from bizcloud.catalog.subscriber import CatalogSubscriber
 from bizcloud.catalog.wakeup import WakeupSender, parse_targets
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from bizcloud.soa.registry import SoaRegistry
 
 log = logging.getLogger("bizcloud.daemons")
+
+CHECKPOINT_S = 1.0   # how often the monitor copies the catalog's write-ahead log into its file
 
 
 class JsonFormatter(logging.Formatter):
@@ -158,7 +160,7 @@ def database_schema() -> list[MetaData]:
 async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str | None = None,
                       metrics_port: int | None = None) -> Monitor:
     """Run one monitor until ``stop``; returns it (tests inspect it)."""
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(settings.resolved_database_url(), background_checkpoints=True)
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
     gateways = NginxPusher(parse_targets(settings.gateway_feed, setting="gateway_feed",
@@ -213,6 +215,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
                  settings.monitor_lease_name)
         await asyncio.gather(
             watching,
+            _checkpoints(engine, stop),
             elector.run(stop, started, monitor.stop_leading),
             monitor.resync_forever(settings.monitor_resync_s, stop),
             *([soa.reconcile_forever(settings.monitor_resync_s, stop,
@@ -231,6 +234,19 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     engine.dispose()
     log.info("monitor stopped identity=%s", identity)
     return monitor
+
+
+async def _checkpoints(engine: Engine, stop: asyncio.Event, interval_s: float = CHECKPOINT_S) -> None:
+    """Copy the catalog's write-ahead log into its file every ``interval_s``, in a thread, and once
+    more at ``stop``: the monitor's commits never do it themselves (``make_engine``'s
+    ``background_checkpoints``)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        try:
+            await asyncio.to_thread(checkpoint, engine)
+        except Exception as e:  # a busy or missing file: the next round tries again
+            log.warning("catalog checkpoint failed error=%r", e)
 
 
 def monitor_main(settings: Settings) -> None:
