@@ -98,6 +98,7 @@ class _Link:
         self.transport: asyncio.Transport | None = None
         self.protocol: _Connection | None = None
         self.waiting: collections.deque[bytes] = collections.deque()
+        self.in_flight: collections.deque[bytes] = collections.deque()   # written, not answered yet
         self.connecting: asyncio.Task[None] | None = None
         self.next_attempt = 0.0
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -106,6 +107,7 @@ class _Link:
         """On the loop's thread."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(request)
+            self.in_flight.append(request)
             return
         if self.connecting is None:
             if time.monotonic() < self.next_attempt:
@@ -133,10 +135,15 @@ class _Link:
             self.connecting = None
         assert isinstance(transport, asyncio.Transport)
         self.transport, self.protocol = transport, protocol
+        self.next_attempt = 0.0   # only a failed attempt holds the next one back
         while self.waiting:
-            transport.write(self.waiting.popleft())
+            request = self.waiting.popleft()
+            transport.write(request)
+            self.in_flight.append(request)
 
     def answered(self, status: int, body: bytes) -> None:
+        if self.in_flight:
+            self.in_flight.popleft()
         if status == 200:
             self.outcomes["applied"] += 1
         elif status == 409:   # a gap (or no state yet): the syncer brings it
@@ -147,13 +154,23 @@ class _Link:
             log.warning("gateway %s:%s answered a push with %s: %s", *self.address, status, body[:300])
 
     def lost(self, protocol: _Connection) -> None:
-        if protocol is self.protocol:
-            self.transport = self.protocol = None
+        """The connection closed (nginx restarted, or closed it): what it did not answer is sent
+        again on a new one at once — a delta applied twice changes nothing, and one older than
+        the gateway's state is ignored."""
+        if protocol is not self.protocol:
+            return
+        self.transport = self.protocol = None
+        unanswered, self.in_flight = self.in_flight, collections.deque()
+        if unanswered and self.connecting is None:
+            self.waiting.extendleft(reversed(unanswered))
+            self.next_attempt = time.monotonic() + RECONNECT_S
+            self.connecting = self.loop.create_task(self._connect(), name=f"gateway-feed {self.address}")
 
     def drop(self) -> None:
         if self.transport is not None:
             self.transport.abort()
         self.transport = self.protocol = None
+        self.in_flight.clear()
 
     async def aclose(self) -> None:
         if self.connecting is not None:

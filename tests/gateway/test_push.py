@@ -9,6 +9,7 @@ own thread, as in the monitor, and the store calls it after each commit from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -271,3 +272,38 @@ def _stream_shape(change: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(ChangePublic.model_validate(change, from_attributes=True)
                                         .model_dump_json())
     return result
+
+
+def test_pushes_a_closed_connection_did_not_answer_are_sent_again_on_a_new_one() -> None:
+    """nginx may close a kept-alive connection with pushes in flight (a restart, a limit): they are
+    written again, in order, on the next connection."""
+    received: list[bytes] = []
+
+    async def scenario() -> dict[str, int]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    received.append(await reader.readexactly(length))
+                    if len(received) == 3:   # read, never answered: the connection closes on it
+                        break
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pusher = NginxPusher([("127.0.0.1", port)])
+        link = pusher._links[0]
+        for n in range(1, 6):
+            link.send(request_bytes("127.0.0.1", port, b'{"n":%d}' % n))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        await pusher.aclose()
+        server.close()
+        return dict(pusher.outcomes())
+
+    outcomes = asyncio.run(scenario())
+    bodies = [json.loads(b)["n"] for b in received]
+    assert bodies == [1, 2, 3, 3, 4, 5], "the unanswered third push is sent again, before the next ones"
+    assert outcomes == {"applied": 5}
