@@ -1,9 +1,12 @@
 """Ready -> routable: from a pod's Ready transition to the gateway routing to it (goal p99 <= 50 ms).
 
 The path measured is the whole one: kubelet/kwok marks the pod Ready -> the monitor's watch -> an UP
-committed to the catalog -> the server's change stream (long poll) -> the gateway's syncer -> a push
-to nginx's shared dict. The Ready time is when this process's own watch on the pods sees the pod
-Ready (the monitor reads the same stream, so watch delivery is not counted, but everything after it is).
+committed to the catalog -> the monitor's push into nginx's shared dict (``gateway/direct.py``; the
+syncer's delta from the change stream when that comes first). The Ready time is when this process's
+own watch on the pods sees the pod Ready (the monitor reads the same stream, so watch delivery is not
+counted, but everything after it is). This process keeps its own load low while it measures: it
+picks the churn's victims from its watch instead of listing the pods, and reads the table twice a
+second (nginx stamps ``added`` itself).
 
 - ``kwok``: 1,000 kwok pods on an isolated cluster (``gateway_bench_settings``) churning: every
   0.5 s a batch of pods is deleted and the Deployment replaces them. kwok pods serve nothing, so
@@ -24,6 +27,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -65,14 +69,30 @@ def _serving(pod: dict[str, Any]) -> bool:
 
 
 class ReadyWatch(Observer):
-    """Notes when this process first sees each pod (by uid) Ready with an IP and not deleting."""
+    """Notes when this process first sees each pod (by uid) Ready with an IP and not deleting, and
+    which pods serve now (the churn picks its victims there: listing 1,000 pods every half second
+    cost this process ~30 ms of CPU each time, on the cores the measured stack runs on)."""
 
     def __init__(self, cluster: Settings, namespace: str) -> None:
         self.cluster, self.namespace = cluster, namespace
         self.ready_at: dict[str, float] = {}
         self.names: dict[str, str] = {}
         self.unmeasured: set[str] = set()
+        self._serving: dict[str, str] = {}   # uid -> name, of the pods serving now
+        self._lock = threading.Lock()
         super().__init__()
+
+    def serving_names(self) -> list[str]:
+        with self._lock:
+            return list(self._serving.values())
+
+    def _note(self, pod: dict[str, Any], *, deleted: bool = False) -> None:
+        meta = pod.get("metadata") or {}
+        with self._lock:
+            if not deleted and _serving(pod):
+                self._serving[meta["uid"]] = meta["name"]
+            else:
+                self._serving.pop(meta.get("uid", ""), None)
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -86,12 +106,19 @@ class ReadyWatch(Observer):
             listing = client.get(base).raise_for_status().json()
             # Ready before this watch opened (at the start, or in a gap after a cut): no Ready time
             self.unmeasured |= {p["metadata"]["uid"] for p in listing["items"]} - set(self.ready_at)
+            with self._lock:
+                self._serving.clear()
+            for listed in listing["items"]:
+                self._note(listed)
             version = listing["metadata"]["resourceVersion"]
             with client.stream("GET", base, params={"watch": "true", "resourceVersion": version,
                                                     "timeoutSeconds": "600"}, timeout=None) as response:
                 for line in response.iter_lines():
                     now = time.time()
-                    pod = json.loads(line).get("object") or {}
+                    event = json.loads(line)
+                    pod = event.get("object") or {}
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        self._note(pod, deleted=event["type"] == "DELETED")
                     meta = pod.get("metadata") or {}
                     uid = meta.get("uid")
                     if uid and uid not in self.ready_at and uid not in self.unmeasured and _serving(pod):
@@ -101,9 +128,12 @@ class ReadyWatch(Observer):
 
 
 class TableWatch(Observer):
-    """Polls the gateway's upstream table and keeps each peer's first ``added`` time, by pod uid."""
+    """Polls the gateway's upstream table and keeps each peer's first ``added`` time, by pod uid.
+    nginx stamps ``added`` itself when a push puts the peer, so how often this polls changes no
+    figure; it only has to see each peer before it leaves (a table of 1,000 peers is ~70 KB of
+    JSON for nginx to encode and this process to decode: not ten times a second)."""
 
-    def __init__(self, stack: GatewayStack, service: str, env: str, *, interval: float = 0.1) -> None:
+    def __init__(self, stack: GatewayStack, service: str, env: str, *, interval: float = 0.5) -> None:
         self.stack, self.service, self.env, self.interval = stack, service, env, interval
         self.added: dict[str, float] = {}
         self.count = 0
@@ -119,33 +149,6 @@ class TableWatch(Observer):
             for peer in peers:
                 self.added.setdefault(str(peer["uid"]), float(peer["added"]))
             time.sleep(self.interval)
-
-
-class StreamWatch(Observer):
-    """Follows the server's change stream as the gateway's syncer does (long polls of ``/changes``)
-    and keeps when each instance's first UP came out of it, by uid: the split of committed -> in the
-    table into the server's part (wake-up, read, answer) and the syncer + push + nginx part."""
-
-    def __init__(self, api: str) -> None:
-        self.api = api
-        self.answered: dict[str, float] = {}
-        super().__init__()
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.api, timeout=40) as client:
-            since = int(client.get("/api/v1/instances", params={"service": "-"}).json()["revision"])
-            while not self.stop.is_set():
-                try:
-                    page = client.get("/api/v1/changes", params={"since": since, "wait": 5,
-                                                                 "limit": 1000}).json()
-                except (httpx.HTTPError, ValueError):   # the server stopping at the end of a run
-                    time.sleep(0.1)
-                    continue
-                now = time.time()
-                for change in page["changes"]:
-                    if change["type"] == "UP":
-                        self.answered.setdefault(str(change["uid"]), now)
-                since = int(page["next"])
 
 
 class FirstAnswer(Observer):
@@ -196,25 +199,16 @@ def latencies_ms(ready_at: dict[str, float], routable_at: dict[str, float], keys
 
 
 def _stages(ready_at: dict[str, float], committed_at: dict[str, float], added: dict[str, float],
-            keys: list[str], streamed: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
-    """Ready -> committed (the monitor) and committed -> in the table (server's change stream, syncer,
-    push), over the keys with all three times and no inherited ``added``; with ``streamed`` (when
-    the change stream answered a follower with the UP) the latter split in two. Purely computational."""
+            keys: list[str]) -> dict[str, dict[str, float]]:
+    """Ready -> committed (the monitor) and committed -> in the table (its push into nginx, or the
+    syncer's delta when that comes first), over the keys with all three times and no inherited
+    ``added``. Purely computational."""
     keys = [k for k in keys if k in committed_at and k in added and added[k] >= ready_at[k]]
     if not keys:
         return {}
     monitor, _, _ = latencies_ms(ready_at, committed_at, keys)
-    stream, _, _ = latencies_ms(committed_at, added, keys)
-    stages = {"ready_to_committed_ms": summary(monitor), "committed_to_table_ms": summary(stream)}
-    if streamed:
-        keys = [k for k in keys if k in streamed]
-        server, _, _ = latencies_ms(committed_at, streamed, keys)
-        push, _, _ = latencies_ms(streamed, added, keys)
-        if server:
-            stages["committed_to_streamed_ms"] = summary(server)
-        if push:
-            stages["streamed_to_table_ms"] = summary(push)
-    return stages
+    pushed, _, _ = latencies_ms(committed_at, added, keys)
+    return {"ready_to_committed_ms": summary(monitor), "committed_to_table_ms": summary(pushed)}
 
 
 # --- the monitor's own split of seen -> committed (its /metrics) --------------------------------
@@ -353,8 +347,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 wait_until(lambda: len(stack.peers(KWOK_SERVICE, KWOK_ENV)) == pods, timeout=600,
                            what=f"{pods} peers in the gateway", interval=1)
                 ready, table = ReadyWatch(cluster, KWOK_NS), TableWatch(stack, KWOK_SERVICE, KWOK_ENV)
-                stream = StreamWatch(stack.api)
-                for watcher in (ready, table, stream):
+                for watcher in (ready, table):
                     watcher.start()
                 time.sleep(2)   # the watch is open
                 profilers = _profile(stack, profile, churn_s) if profile else []
@@ -366,8 +359,7 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 deleted = 0
                 started = time.time()
                 while time.time() - started < churn_s:
-                    items = api.get(base, params={"labelSelector": f"app={KWOK_SERVICE}"}).json()["items"]
-                    serving = [p["metadata"]["name"] for p in items if _serving(p)]
+                    serving = ready.serving_names()
                     for name in random.sample(serving, min(batch, len(serving))):
                         api.delete(f"{base}/{name}", params={"gracePeriodSeconds": "0"})
                         deleted += 1
@@ -380,12 +372,12 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
                 new = [uid for uid, at in ready.ready_at.items() if at >= started]
                 wait_until(lambda: all(uid in table.added for uid in new), timeout=30,
                            what="every new pod in the table")
-                for watcher in (ready, table, stream):
+                for watcher in (ready, table):
                     watcher.stop.set()
                 for profiler in profilers:
                     profiler.wait(timeout=60)
                 values, missing, reused = latencies_ms(ready.ready_at, table.added, new)
-                stages = _stages(ready.ready_at, stack.committed_at(), table.added, new, stream.answered)
+                stages = _stages(ready.ready_at, stack.committed_at(), table.added, new)
                 return {"pods": pods, "kwok_nodes": nodes, "churn_s": churn_s, "cluster_nice": cluster_nice,
                         "deleted": deleted,
                         "new_ready": len(new), "never_routable": len(missing), "address_reused": len(reused),
@@ -463,9 +455,7 @@ def print_table(console: Console, r: dict[str, Any]) -> None:
             row(f"{label}: Ready -> first answer through the gateway", m["ready_to_first_answer_ms"])
         row(f"{label}: Ready -> in the upstream table", m["ready_to_table_ms"])
         for key, what in (("ready_to_committed_ms", "Ready -> UP committed (monitor)"),
-                          ("committed_to_table_ms", "committed -> in the table (stream, syncer)"),
-                          ("committed_to_streamed_ms", "  committed -> answered by the change stream"),
-                          ("streamed_to_table_ms", "  answered -> in the table (syncer, push)")):
+                          ("committed_to_table_ms", "committed -> in the table (the monitor's push)")):
             if key in m:
                 row(f"  {what}", m[key])
         if "wakeup_round_trip_ms" in m:
