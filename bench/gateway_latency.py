@@ -82,9 +82,13 @@ class ReadyWatch(Observer):
         self._lock = threading.Lock()
         super().__init__()
 
-    def serving_names(self) -> list[str]:
+    def serving_names(self, *, min_age_s: float = 2.0) -> list[str]:
+        """The pods serving now, except those that became Ready less than ``min_age_s`` ago: the
+        table is read every half second, and a pod deleted before it was seen there has no
+        routable time at all."""
+        recent = time.time() - min_age_s
         with self._lock:
-            return list(self._serving.values())
+            return [name for uid, name in self._serving.items() if self.ready_at.get(uid, 0.0) < recent]
 
     def _note(self, pod: dict[str, Any], *, deleted: bool = False) -> None:
         meta = pod.get("metadata") or {}
