@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +156,12 @@ class TableWatch(Observer):
 
 
 class FirstAnswer(Observer):
-    """Requests through the gateway back to back; keeps when each pod (by name) first answered."""
+    """Requests through the gateway, one every ``pause`` seconds at most; keeps when each pod (by
+    name) first answered. Back to back, this loop alone kept a core busy (Python's HTTP client)
+    on the machine whose latency it measures; a 2 ms pause adds at most 2 ms to a first answer."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, *, pause: float = 0.002) -> None:
+        self.url, self.pause = url, pause
         self.first: dict[str, float] = {}
         self.failures = 0
         self.requests = 0
@@ -168,6 +170,7 @@ class FirstAnswer(Observer):
     def _run(self) -> None:
         with httpx.Client(timeout=5) as client:
             while not self.stop.is_set():
+                time.sleep(self.pause)
                 try:
                     response = client.get(self.url)
                 except httpx.HTTPError:
@@ -322,6 +325,18 @@ def renice_cluster(cluster: Settings, nice: int) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def _reniced(cluster: Settings, nice: int, log: Callable[[str], None]) -> Iterator[None]:
+    if not nice:
+        yield
+        return
+    log(f"the cluster's daemons at nice {nice}: {renice_cluster(cluster, nice)}")
+    try:
+        yield
+    finally:
+        renice_cluster(cluster, 0)
+
+
 def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: int = 10,
              server_poll_s: float | None = None, profile: Path | None = None, cluster_nice: int = 0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -395,17 +410,20 @@ def run_kwok(scratch: Path, *, pods: int = 1000, churn_s: float = 60.0, batch: i
 
 # --- real pods: scale 1 -> 2 -> 1 ----------------------------------------------------------------
 
-def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = None,
+def run_real(scratch: Path, *, rounds: int = 20, server_poll_s: float | None = None, cluster_nice: int = 0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """On the developers' real cluster (started if down, like the e2e fixture), in a namespace of ours."""
+    """On the developers' real cluster (started if down, like the e2e fixture), in a namespace of
+    ours. ``cluster_nice``: its daemons' priority meanwhile (``renice_cluster``), restored after."""
     service = f"gwb-{uuid.uuid4().hex[:6]}"
-    with sample_namespace() as ns:
+    with sample_namespace() as ns, _reniced(ns.cluster, cluster_nice, log):
         cluster, kubectl, namespace = ns.cluster, ns.kubectl, ns.name
         ns.deploy(service, replicas=1, command=FAST_BACKEND)
         with gateway_stack(cluster, scratch, server_poll_s=server_poll_s) as stack:
             stack.route(service, REAL_ENV)
             wait_until(lambda: len(stack.peers(service, REAL_ENV)) == 1, timeout=120, what="the first peer")
-            ready, table, probe = (ReadyWatch(cluster, namespace), TableWatch(stack, service, REAL_ENV),
+            # the new pod lives from its Ready until its first answer and the scale-down: read often
+            ready, table, probe = (ReadyWatch(cluster, namespace),
+                                   TableWatch(stack, service, REAL_ENV, interval=0.05),
                                    FirstAnswer(f"{stack.gateway}/"))
             for watcher in (ready, table, probe):
                 watcher.start()
@@ -482,8 +500,9 @@ def main() -> None:
                         help="py-spy the server, monitor and gateway during the kwok churn (collapsed "
                              "stacks in this directory; that run's figures are not the ones to report)")
     parser.add_argument("--cluster-nice", type=int, default=0,
-                        help="run the kwok cluster's daemons (the churn's load generator) at this nice "
-                             "value, as if on machines of their own (see renice_cluster); 0: as is")
+                        help="run each cluster's daemons (the kwok churn's load generator; the real "
+                             "cluster's API server, kubelet and containerd) at this nice value, as if on "
+                             "machines of their own (see renice_cluster; restored after); 0: as is")
     parser.add_argument("--json", type=Path, default=RESULTS / "gateway-latency.json")
     args = parser.parse_args()
     console = Console()
@@ -499,6 +518,7 @@ def main() -> None:
         if args.real_rounds:
             (Path(tmp) / "real").mkdir()
             results["real"] = run_real(Path(tmp) / "real", rounds=args.real_rounds,
+                                       cluster_nice=args.cluster_nice,
                                        server_poll_s=args.server_poll_s, log=say)
     save_and_show(args.json, results, console, print_table)
 
