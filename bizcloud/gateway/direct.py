@@ -102,6 +102,8 @@ class _Link:
         self.connecting: asyncio.Task[None] | None = None
         self.next_attempt = 0.0
         self.outcomes: collections.Counter[str] = collections.Counter()
+        self.failing = False    # the last connection attempt failed (logged once, until one works)
+        self.resent = False     # unanswered pushes were sent again, and nothing answered since
 
     def send(self, request: bytes) -> None:
         """On the loop's thread."""
@@ -126,14 +128,19 @@ class _Link:
             transport, protocol = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Connection(self), host, port), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as e:
-            log.warning("gateway feed: cannot connect to %s:%s (%r); its pushes wait for the change "
-                        "stream", host, port, e)
+            log.log(logging.DEBUG if self.failing else logging.WARNING,
+                    "gateway feed: cannot connect to %s:%s (%r); its pushes wait for the change stream "
+                    "(retried at most once a second, logged again when it works)", host, port, e)
+            self.failing = True
             self.outcomes["dropped"] += len(self.waiting)
             self.waiting.clear()
             return
         finally:
             self.connecting = None
         assert isinstance(transport, asyncio.Transport)
+        if self.failing:
+            log.info("gateway feed: connected to %s:%s again", host, port)
+        self.failing = False
         self.transport, self.protocol = transport, protocol
         self.next_attempt = 0.0   # only a failed attempt holds the next one back
         while self.waiting:
@@ -142,6 +149,7 @@ class _Link:
             self.in_flight.append(request)
 
     def answered(self, status: int, body: bytes) -> None:
+        self.resent = False
         if self.in_flight:
             self.in_flight.popleft()
         if status == 200:
@@ -161,7 +169,11 @@ class _Link:
             return
         self.transport = self.protocol = None
         unanswered, self.in_flight = self.in_flight, collections.deque()
-        if unanswered and self.connecting is None:
+        if unanswered and self.resent:   # closed again before answering any: not sent a third time
+            self.outcomes["dropped"] += len(unanswered)
+            self.resent = False
+        elif unanswered and self.connecting is None:
+            self.resent = True
             self.waiting.extendleft(reversed(unanswered))
             self.next_attempt = time.monotonic() + RECONNECT_S
             self.connecting = self.loop.create_task(self._connect(), name=f"gateway-feed {self.address}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -307,3 +308,46 @@ def test_pushes_a_closed_connection_did_not_answer_are_sent_again_on_a_new_one()
     bodies = [json.loads(b)["n"] for b in received]
     assert bodies == [1, 2, 3, 3, 4, 5], "the unanswered third push is sent again, before the next ones"
     assert outcomes == {"applied": 5}
+
+
+def test_a_push_whose_connection_always_closes_is_sent_twice_at_most() -> None:
+    """A gateway that reads a push and closes the connection, every time: the push is sent again
+    once, then dropped (the stream brings it), with no loop of reconnections."""
+    received: list[bytes] = []
+
+    async def scenario() -> dict[str, int]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                received.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pusher = NginxPusher([("127.0.0.1", port)])
+        pusher._links[0].send(request_bytes("127.0.0.1", port, b"{}"))
+        await asyncio.sleep(0.5)
+        await pusher.aclose()
+        server.close()
+        return dict(pusher.outcomes())
+
+    assert asyncio.run(scenario()) == {"dropped": 1}
+    assert len(received) == 2
+
+
+def test_an_unreachable_gateway_is_logged_once_until_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()
+        pusher = NginxPusher([closed])
+        link = pusher._links[0]
+        for _ in range(3):
+            link.next_attempt = 0.0   # as if a second had passed
+            link.send(b"x")
+            await asyncio.sleep(0.05)
+        await pusher.aclose()
+
+    with caplog.at_level(logging.DEBUG, logger="bizcloud.gateway.direct"):
+        asyncio.run(scenario())
+    levels = [r.levelno for r in caplog.records if "cannot connect" in r.message]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
