@@ -118,20 +118,31 @@ class Dispatcher:
 
     def submit(self, event: InstanceEvent) -> None:
         """Queue ``event`` for every subscriber; never blocks."""
-        _EVENTS[event.type].inc()
-        uid = event.uid
+        self.submit_many([event])
+
+    def submit_many(self, events: Sequence[InstanceEvent]) -> None:
+        """Queue ``events``, in order, for every subscriber; never blocks. A relist hands over
+        thousands at once: the metrics move once per call, not once per event."""
+        if not events:
+            return
+        for kind, count in collections.Counter(e.type for e in events).items():
+            _EVENTS[kind].inc(count)
         for lane in self._lanes.values():
-            lane.pending[uid] = lane.pending.get(uid, 0) + 1
-            lane.queued += 1
-            if lane.batched:
-                lane.fifo.append(event)
-                key: PodUid | None = None
-            else:
-                lane.queues.setdefault(event.uid, collections.deque()).append(event)
-                key = event.uid
-            if key not in lane.workers:
-                work = self._work_batches(lane) if lane.batched else self._work_pod(lane, event.uid)
-                lane.workers[key] = asyncio.create_task(work, name=f"{lane.subscriber.name}:{key or 'batch'}")
+            pending = lane.pending
+            for event in events:
+                uid = event.uid
+                pending[uid] = pending.get(uid, 0) + 1
+                if lane.batched:
+                    lane.fifo.append(event)
+                    key: PodUid | None = None
+                else:
+                    lane.queues.setdefault(uid, collections.deque()).append(event)
+                    key = uid
+                if key not in lane.workers:
+                    work = self._work_batches(lane) if lane.batched else self._work_pod(lane, uid)
+                    name = f"{lane.subscriber.name}:{key or 'batch'}"
+                    lane.workers[key] = asyncio.create_task(work, name=name)
+            lane.queued += len(events)
             lane.depth_gauge.set(lane.queued)
         self._idle.clear()
 

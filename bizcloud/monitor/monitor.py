@@ -111,8 +111,7 @@ class Monitor:
     def _emit(self, events: Iterable[InstanceEvent]) -> None:
         if not self._leading:
             return
-        for event in events:
-            self._dispatcher.submit(event)
+        self._dispatcher.submit_many(list(events))
 
     # --- the informer's handler ----------------------------------------------------------------
 

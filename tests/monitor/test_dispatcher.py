@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bizcloud.monitor import metrics
 from bizcloud.monitor.dispatcher import JOURNAL_YIELD_S, Backoff, Dispatcher
 from bizcloud.monitor.model import EventType, Group, Instance, InstanceEvent, PodUid
 
@@ -132,6 +133,28 @@ async def test_a_batch_subscriber_gets_everything_queued_at_once_in_order() -> N
     assert len(batch.batches) <= 2  # the first event starts a batch; the rest follow together
     assert not d.busy(PodUid("p1"))
     assert d.finished_at(PodUid("p1")) > 0
+
+
+async def test_many_events_submitted_at_once_reach_every_lane_in_order_and_are_counted() -> None:
+    plain, batch = Recorder("plain"), BatchRecorder("catalog")
+    d = Dispatcher([plain, batch], backoff=FAST)
+    ups = metrics.EVENTS.labels("UP")._value.get()
+    downs = metrics.EVENTS.labels("DOWN")._value.get()
+    events = [event(uid, kind=kind, rv=str(rv)) for rv, kind in enumerate([EventType.UP, EventType.DOWN] * 2)
+              for uid in ("p1", "p2", "p3")]
+    d.submit_many(events)
+    assert d.depth("plain") == d.depth("catalog") == 12
+    assert metrics.QUEUE_DEPTH.labels("catalog")._value.get() == 12
+    assert d.busy(PodUid("p3"))
+    await d.drain(timeout=5)
+    for uid in ("p1", "p2", "p3"):
+        assert [rv for u, rv in plain.seen if u == uid] == ["0", "1", "2", "3"]
+        assert [rv for b in batch.batches for u, rv in b if u == uid] == ["0", "1", "2", "3"]
+    assert metrics.EVENTS.labels("UP")._value.get() - ups == 6
+    assert metrics.EVENTS.labels("DOWN")._value.get() - downs == 6
+    assert d.depth("plain") == d.depth("catalog") == 0
+    d.submit_many([])
+    assert not d.busy(PodUid("p1"))
 
 
 async def test_a_failed_batch_is_retried_whole_and_journaled_once_per_attempt() -> None:
