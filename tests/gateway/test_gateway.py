@@ -72,6 +72,31 @@ def test_requests_follow_the_catalog_without_reloading_nginx(gateway: Gateway, s
     assert gateway.worker_pids() == workers, "instance changes must not reload nginx"
 
 
+def test_round_robin_carries_on_when_a_peer_joins_or_leaves(gateway: Gateway, store: CatalogStore,
+                                                            backends: list[Backend]) -> None:
+    """The rotation is not restarted by a change of the peer list: a peer that joins takes its
+    turn at once (it goes last in the list, and a restart would have served all the others first),
+    and the list's head gets no extra request per change."""
+    a, b, c, _ = backends
+    _up(store, a)
+    _up(store, b)
+    _route(store)
+    eventually(lambda: _peers(gateway) == {a.port, b.port}, what="two peers")
+    with httpx.Client(base_url=gateway.url) as client:   # one kept-alive connection: one worker's turn
+        served = [client.get("/x").json()["pod"] for _ in range(4)]   # two full turns: at the end
+        assert sorted(served) == sorted([a.name, b.name] * 2)
+        _up(store, c)
+        eventually(lambda: _peers(gateway) == {a.port, b.port, c.port}, what="the third peer")
+        time.sleep(0.005)   # the worker's copy follows on its next clock tick
+        after = [client.get("/x").json()["pod"] for _ in range(3)]
+        assert sorted(after) == sorted([a.name, b.name, c.name]), "one turn each, the newcomer included"
+        assert after[0] == c.name, "the rotation went on to the third place, where the newcomer is"
+        _down(store, a)
+        eventually(lambda: _peers(gateway) == {b.port, c.port}, what="a peer leaving")
+        time.sleep(0.005)
+        assert sorted(client.get("/x").json()["pod"] for _ in range(4)) == sorted([b.name, c.name] * 2)
+
+
 def test_a_refused_connection_is_retried_on_another_peer_and_marked_down(
         gateway: Gateway, store: CatalogStore, backends: list[Backend]) -> None:
     a, b, _, _ = backends

@@ -5,7 +5,7 @@
 -- not in ngx.ctx); a first attempt is told from a retry by `get_last_failure`, and the set of
 -- failed peers is made on the first retry only, so most requests allocate nothing here.
 --
--- Policies live in a table, each with `pick(peers, ok, tried)`: round_robin (a per-worker
+-- Policies live in a table, each with `pick(peers, ok, tried, slot)`: round_robin (a per-worker
 -- counter per upstream and group) and least_conn (fewest requests in flight from this worker,
 -- ties broken round-robin). Down marks are shared by all workers (a shared dict with a TTL), so
 -- a peer that refused one connection is skipped everywhere until the cool-off ends or the
@@ -25,15 +25,18 @@ local picks, chosen, failed = requests.pick, requests.peer, requests.tried
 
 local _M = { policy = "round_robin", cooloff = 3, max_tries = 3 }
 
--- Round-robin position per peer list: the list object of an upstream's group (replaced when the
--- catalog changes it, which restarts its count) is the key, so no key string is built per request.
-local counters = setmetatable({}, { __mode = "k" })
+-- Round-robin position per upstream and group (the pick's `slot`, a string the router makes once
+-- per peer list, so none is built per request). It carries on when the catalog replaces the list:
+-- restarting from the first peer on every change sent the list's head an extra request each time
+-- (under churn, many) and a peer just added, which goes last, its first request only after all
+-- the others.
+local counters = {}
 local inflight = {}   -- addr -> requests this worker has in flight (least_conn)
 local track = false   -- only least_conn needs the in-flight counts
 
-local function next_index(peers, n)
-    local i = (counters[peers] or 0) % n + 1
-    counters[peers] = i
+local function next_index(slot, n)
+    local i = (counters[slot] or 0) % n + 1
+    counters[slot] = i
     return i
 end
 
@@ -62,9 +65,9 @@ end
 
 local policies = {}
 
-function policies.round_robin(peers, ok, tried)
+function policies.round_robin(peers, ok, tried, slot)
     local n = #peers
-    local start = next_index(peers, n)
+    local start = next_index(slot, n)
     for k = 0, n - 1 do
         local peer = peers[(start + k - 1) % n + 1]
         if ok(peer, tried) then return peer end
@@ -72,9 +75,9 @@ function policies.round_robin(peers, ok, tried)
     return nil
 end
 
-function policies.least_conn(peers, ok, tried)
+function policies.least_conn(peers, ok, tried, slot)
     local n = #peers
-    local start = next_index(peers, n)
+    local start = next_index(slot, n)
     local best, best_load
     for k = 0, n - 1 do
         local peer = peers[(start + k - 1) % n + 1]
@@ -131,9 +134,9 @@ function _M.balance()
         if track then release(r) end
     end
     local pick_peer = policies[_M.policy]
-    local peer = pick_peer(peers, usable, tried)
+    local peer = pick_peer(peers, usable, tried, pick.slot)
     if peer == nil then  -- every peer tried or marked down: any untried one, down or not
-        peer = pick_peer(peers, untried, tried) or peers[1]
+        peer = pick_peer(peers, untried, tried, pick.slot) or peers[1]
     end
     local addr = peer.addr
     chosen[r] = addr

@@ -156,7 +156,8 @@ local function pick_of(route, group, peers)
         end
         return pick
     end
-    pick = { peers = peers, stats = rec }
+    -- slot: the balancer's round-robin key, the same for every list this upstream's group will have
+    pick = { peers = peers, stats = rec, slot = route.key .. " " .. group }
     picks_by_peers[peers] = pick
     return pick
 end
