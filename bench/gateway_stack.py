@@ -116,6 +116,10 @@ class GatewayStack:
                 store.set_gray(policy=GrayPolicyOut(service=service, ratio=gray_ratio))
         finally:
             engine.dispose()
+        # Routes reach nginx through the syncer alone, instances also by the monitor's push: wait
+        # for the route itself, not only for peers, before sending requests.
+        wait_until(lambda: any(r["service"] == service for r in self.table().get("routes") or []),
+                   timeout=60, what=f"the route to {service} in the gateway")
 
     def committed_at(self) -> dict[str, float]:
         """When each instance's first UP was committed to the catalog (epoch s), by uid: the split
