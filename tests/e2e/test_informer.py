@@ -309,8 +309,8 @@ async def test_the_transform_reaches_every_listed_and_watched_object(kube: KubeC
 async def test_a_failing_transform_is_answered_with_a_relist(kube: KubeClient, ns: str) -> None:
     failed: list[str] = []
 
-    def fail_once(obj: Obj) -> Obj:
-        if obj["metadata"]["name"] == "web-2" and not failed:
+    def fail_once(obj: Obj) -> Obj:   # only ours: other tests' namespaces may still hold a web-2
+        if (obj["metadata"]["namespace"], obj["metadata"]["name"]) == (ns, "web-2") and not failed:
             failed.append("web-2")
             raise ValueError("transform exploded")
         return obj
