@@ -2,12 +2,14 @@
 --
 -- The syncer (Python) POSTs a full state (every upstream whole) or a delta (per upstream, the peers
 -- to put and the uids to drop: `patch_upstream`), each with the catalog revision it is current at;
--- a delta older than the state is ignored. `push` validates everything before it writes anything
--- (a malformed push answers 400 and the previous state stays in force), then stores each upstream
--- (service/env) as one JSON string with its own version, and bumps `generation`. A worker compares `generation` on each request and, only
--- when it moved, decodes the upstreams whose version changed into plain Lua tables: the request
--- path never decodes JSON. `init` seeds the dict from a file in the master, before any worker
--- exists, so a (re)started nginx answers its first request with the catalog's routes.
+-- the monitor POSTs a delta after each commit (`gateway/direct.py`). A delta older than the state
+-- is ignored. `push` validates everything before it writes anything (a malformed push answers 400
+-- and the previous state stays in force), then stores each upstream (service/env) as one JSON
+-- string with its own version, and bumps `generation`. A worker compares `generation` on each
+-- request and, only when it moved, decodes the upstreams whose version changed into plain Lua
+-- tables: the request path never decodes JSON. `init` seeds the dict from a file in the master,
+-- before any worker exists, so a (re)started nginx answers its first request with the catalog's
+-- routes.
 local cjson = require("cjson.safe")
 
 local ngx = ngx
