@@ -13,6 +13,7 @@ any state from that revision on (each delta's puts and drops are peers' states a
 so applying one again changes nothing) and ignores one older than its state. The syncer is the
 authority that brings whatever a push missed, and what it pushes for a peer overrides the push.
 """
+
 from __future__ import annotations
 
 import asyncio
