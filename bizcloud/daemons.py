@@ -164,7 +164,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
     wakeups = WakeupSender(parse_targets(settings.catalog_wakeup,
                                          default=(settings.server_host, settings.server_port)))
     gateways = NginxPusher(parse_targets(settings.gateway_feed, setting="gateway_feed",
-                                          default=("127.0.0.1", settings.gateway_admin_port)))
+                                         default=("127.0.0.1", settings.gateway_admin_port)))
 
     def committed(changes: Committed) -> None:   # the gateways first: they are the latency-bound readers
         gateways(changes)
