@@ -2,10 +2,11 @@
 
 `bench/monitor_throughput.py` runs this beside BizCloud's monitor and the kopf peer on the same
 pod stream. It does the least any consumer must do: read the same watch URL as the monitor's
-informer (pods labelled ``bizcloud.io/service``, all namespaces), ``json.loads`` each line, and
-keep the set of serving pods (an IP, Ready, not being deleted) so it can say when the cluster
-reached a given number of them — no diff, no dispatch, no database. Whatever it takes is what the
-API server, TLS and JSON decoding cost; a real consumer can only be slower.
+informer (pods labelled ``bizcloud.io/service``, all namespaces), decode each line with the
+monitor's decoder (orjson), and keep the set of serving pods (an IP, Ready, not being deleted)
+so it can say when the cluster reached a given number of them — no diff, no dispatch, no
+database. Whatever it takes is what the API server, TLS and JSON decoding cost; a real consumer
+can only be slower.
 
 Usage: ``python -m bench.bare_watch --kubeconfig PATH --report-at 1 --report-at 10001``. Each time
 the serving count changes to one of the ``--report-at`` values it prints one JSON line
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 from bizcloud.kube import config as kube_config
 
@@ -51,7 +53,7 @@ def watch(kubeconfig: Path, report_at: set[int]) -> None:
                 for line in response.iter_lines():
                     if not line:
                         continue
-                    event = json.loads(line)
+                    event = orjson.loads(line)
                     events += 1
                     obj = event["object"]
                     meta = obj["metadata"]

@@ -256,6 +256,9 @@ class _TimedHandler:
         self.sync_done: list[float] = []
         self.synced = asyncio.Event()
 
+    async def on_list_chunk(self, objects: Objs, offset: int) -> None:
+        await self.monitor.on_list_chunk(objects, offset)
+
     async def on_sync(self, objects: Objs, resource_version: str) -> None:
         self.sync_started.append(time.perf_counter())
         await self.monitor.on_sync(objects, resource_version)  # ends with the monitor's reconcile

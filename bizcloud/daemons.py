@@ -280,6 +280,7 @@ def _tune_gc_for_monitor() -> None:
     """
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    gc.enable()   # `python -m bizcloud monitor` turns it off for its imports
 
 
 # --- gateway -----------------------------------------------------------------------------------

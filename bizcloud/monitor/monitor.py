@@ -1,7 +1,9 @@
 """The monitor: the informer's pods in, instance events out, and the catalog kept honest.
 
 It is the informer's handler. It keeps the last state of every labelled pod, turns each change
-into events (`instances.events_for`), and, while it leads, hands them to the dispatcher. After
+into events (`instances.events_for`), and, while it leads, hands them to the dispatcher. A list
+that arrives in chunks is taken chunk by chunk, as watch events would be (each pod's state in it
+is current); its end only adds what a chunk cannot tell: which known pods it lacks. After
 every relist and every ``resync`` seconds it reconciles the catalog with the live pods:
 
 - a serving pod missing from the catalog (or different there) is sent UP again;
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bizcloud.monitor import metrics
@@ -47,6 +49,20 @@ class Repairs:
     removed: int = 0
 
 
+@dataclass
+class _Listing:
+    """What the monitor took from a list arriving in chunks (``on_list_chunk``)."""
+
+    instances: dict[PodUid, Instance] = field(default_factory=dict)
+    count: int = 0                        # objects taken
+    last: dict[str, Any] | None = None    # the last of them
+    events: int = 0                       # events emitted for them
+
+    def began(self, objects: list[dict[str, Any]]) -> bool:
+        """Whether the complete list ``objects`` starts with the objects taken."""
+        return 0 < self.count <= len(objects) and objects[self.count - 1] is self.last
+
+
 class Monitor:
     """Implements the informer's handler protocol (`on_sync`, `on_event`)."""
 
@@ -68,6 +84,7 @@ class Monitor:
         self._dirty_since: dict[PodUid, float] = {}
         self._synced = False
         self._leading = False
+        self._listing = _Listing()
         self._reconcile_lock = asyncio.Lock()
 
     # --- state ---------------------------------------------------------------------------------
@@ -115,12 +132,45 @@ class Monitor:
 
     # --- the informer's handler ----------------------------------------------------------------
 
+    async def on_list_chunk(self, objects: list[dict[str, Any]], offset: int) -> None:
+        """Part of a list still arriving: each pod in it is in this state now, so its events go
+        out at once, as a watch event's would; only the pods the list lacks wait for ``on_sync``."""
+        listing = self._listing
+        if offset != listing.count:   # a new list; or a chunk of one whose start we never saw,
+            self._listing = listing = _Listing()     # which on_sync will then diff whole
+            if offset:
+                return
+        now = self._clock()
+        events: list[InstanceEvent] = []
+        moved = changed = 0
+        for pod in objects:
+            new = self._instance(pod)
+            if new is None:
+                continue
+            old = self._table.get(new.uid)
+            listing.instances[new.uid] = self._table[new.uid] = new   # the same object: on_sync skips it
+            if old != new:
+                version = pod.get("metadata", {}).get("resourceVersion", "")
+                events += events_for(old, new, resource_version=version, observed_at=now)
+                moved += address_moved(old, new)
+                changed += 1
+        listing.count += len(objects)
+        listing.last = objects[-1] if objects else listing.last
+        listing.events += len(events)
+        if changed:
+            self._table_changed()
+        self._emit(events)
+        if moved:
+            self._addresses_changed(f"list: {moved} pods got or lost an address")
+
     async def on_sync(self, objects: list[dict[str, Any]], resource_version: str) -> None:
         """A complete list: diff it against what we knew (missed DELETEs become DOWN here)."""
         metrics.RELISTS.inc()
         now = self._clock()
-        fresh: dict[PodUid, Instance] = {}
-        for pod in objects:
+        listing = self._listing if self._listing.began(objects) else _Listing()
+        self._listing = _Listing()
+        fresh = listing.instances
+        for pod in objects[listing.count:]:
             instance = self._instance(pod)
             if instance is not None:
                 fresh[instance.uid] = instance
@@ -128,6 +178,8 @@ class Monitor:
         moved = 0
         for uid in self._table.keys() | fresh.keys():
             old, new = self._table.get(uid), fresh.get(uid)
+            if old is new:         # applied from a chunk
+                continue
             events += events_for(old, new, resource_version=resource_version, observed_at=now)
             moved += address_moved(old, new)
             if uid not in fresh:
@@ -135,8 +187,8 @@ class Monitor:
         self._table = fresh
         self._table_changed()
         self._synced = True
-        log.info("relisted pods=%d instances=%d events=%d rv=%s", len(objects), len(fresh), len(events),
-                 resource_version)
+        log.info("relisted pods=%d instances=%d events=%d rv=%s", len(objects), len(fresh),
+                 listing.events + len(events), resource_version)
         self._emit(events)
         if moved:
             self._addresses_changed(f"relist: {moved} pods got or lost an address")

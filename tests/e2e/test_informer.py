@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -52,6 +53,18 @@ async def ns(kube: KubeClient) -> AsyncIterator[str]:
     await kube.delete(f"/api/v1/namespaces/{name}")
 
 
+@contextlib.asynccontextmanager
+async def running(reflector: Reflector) -> AsyncIterator[asyncio.Task[None]]:
+    """The reflector running until the block ends (then stopped and awaited)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(reflector.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await task
+
+
 def pod(name: str, namespace: str, *, service: str | None) -> Obj:
     """A pod that is never scheduled (so never runs), labelled as a BizCloud instance or not."""
     labels = {SERVICE_LABEL: service} if service else {"app": name}
@@ -72,12 +85,18 @@ class Recorder:
         self.syncs: list[list[str]] = []
         self.known: dict[str, str] = {}               # uid -> name, in our namespace
         self.deleted_by_sync: list[str] = []           # deletions noticed only by diffing a sync
+        self.chunks: list[tuple[int, Objs]] = []       # every list chunk (all namespaces)
+        self.synced_lists: list[Objs] = []             # every complete list (all namespaces)
 
     def _mine(self, obj: Obj) -> bool:
         return bool(obj["metadata"].get("namespace") == self.namespace)
 
+    async def on_list_chunk(self, objects: Objs, offset: int) -> None:
+        self.chunks.append((offset, objects))
+
     async def on_sync(self, objects: Objs, resource_version: str) -> None:
         assert resource_version
+        self.synced_lists.append(objects)
         current = {o["metadata"]["uid"]: o["metadata"]["name"] for o in objects if self._mine(o)}
         self.deleted_by_sync += [name for uid, name in self.known.items() if uid not in current]
         self.known = current
@@ -101,9 +120,7 @@ async def test_labelled_pods_are_added_modified_and_deleted_others_never_seen(ku
                                                                               ) -> None:
     recorder = Recorder(ns)
     reflector = Reflector(kube, recorder)
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
+    async with running(reflector):
         await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
         pods = f"/api/v1/namespaces/{ns}/pods"
         await kube.create(pods, pod("web-1", ns, service="demo-web"))
@@ -117,9 +134,6 @@ async def test_labelled_pods_are_added_modified_and_deleted_others_never_seen(ku
         await kube.patch(f"{pods}/other-1", {"metadata": {"annotations": {"touched": "yes"}}})
         await kube.delete(f"{pods}/other-1")
         await asyncio.sleep(1.0)
-    finally:
-        stop.set()
-        await task
     types = recorder.types_of("web-1")
     assert types[0] == "ADDED" and types[-1] == "DELETED" and "MODIFIED" in types[1:-1]
     assert recorder.types_of("other-1") == []
@@ -137,9 +151,7 @@ async def test_bookmarks_move_the_resource_version_past_filtered_events(kube: Ku
     """
     recorder = Recorder(ns)
     reflector = Reflector(kube, recorder, min_watch_timeout=3)
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
+    async with running(reflector):
         await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
         listed_at = int(reflector.last_resource_version)
         created = await kube.create(f"/api/v1/namespaces/{ns}/pods", pod("unlabelled", ns, service=None))
@@ -150,9 +162,6 @@ async def test_bookmarks_move_the_resource_version_past_filtered_events(kube: Ku
         await eventually(lambda: reflector.bookmarks >= 1 and int(reflector.last_resource_version) >= pod_rv,
                          timeout=20, what="a bookmark at or after the unlabelled pod's resourceVersion")
         await eventually(lambda: reflector.watch_restarts >= 1, timeout=15, what="a watch to time out")
-    finally:
-        stop.set()
-        await task
     assert recorder.events == []
     assert reflector.relists == 1, "a watch that ends normally is resumed, not relisted"
     assert reflector.errors == 0
@@ -181,16 +190,13 @@ async def test_a_410_leads_to_a_relist_that_reveals_the_missed_delete(
     recorder = Recorder(ns)
     reflector = Reflector(kube, recorder)
     pods = f"/api/v1/namespaces/{ns}/pods"
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
-    await kube.create(pods, pod("keep", ns, service="demo-web"))
-    await kube.create(pods, pod("doomed", ns, service="demo-web"))
-    await kube.create(pods, pod("churn", ns, service=None))
-    await eventually(lambda: sorted(recorder.known.values()) == ["doomed", "keep"], timeout=10,
-                     what="ADDED keep and doomed")
-    stop.set()                                      # the watch stops: everything from here is missed
-    await task
+    async with running(reflector):                 # stopped at the end: everything after is missed
+        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
+        await kube.create(pods, pod("keep", ns, service="demo-web"))
+        await kube.create(pods, pod("doomed", ns, service="demo-web"))
+        await kube.create(pods, pod("churn", ns, service=None))
+        await eventually(lambda: sorted(recorder.known.values()) == ["doomed", "keep"], timeout=10,
+                         what="ADDED keep and doomed")
     paused_at = reflector.last_resource_version
     await kube.delete(f"{pods}/doomed")
 
@@ -213,13 +219,8 @@ async def test_a_410_leads_to_a_relist_that_reveals_the_missed_delete(
         assert churned < 110_000, "the watch cache never let the old resourceVersion expire"
     print(f"410 after {churned} pod updates")
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))  # resumes the watch from paused_at
-    try:
+    async with running(reflector):  # resumes the watch from paused_at
         await eventually(lambda: reflector.relists == 2, timeout=20, what="the relist after 410")
-    finally:
-        stop.set()
-        await task
     assert reflector.expired == 1
     assert recorder.syncs[-1] == ["keep"]
     assert recorder.deleted_by_sync == ["doomed"]
@@ -246,9 +247,7 @@ async def test_a_failing_handler_is_logged_and_answered_with_a_relist(
     recorder = FailOnce(ns)
     reflector = Reflector(kube, recorder)
     pods = f"/api/v1/namespaces/{ns}/pods"
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
+    async with running(reflector) as task:
         await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
         await kube.create(pods, pod("web-1", ns, service="demo-web"))
         await eventually(lambda: recorder.types_of("web-1") == ["ADDED"], timeout=10, what="ADDED web-1")
@@ -257,9 +256,6 @@ async def test_a_failing_handler_is_logged_and_answered_with_a_relist(
         await kube.create(pods, pod("web-2", ns, service="demo-web"))
         await eventually(lambda: recorder.types_of("web-2") == ["ADDED"], timeout=10,
                          what="events to flow again after the relist")
-    finally:
-        stop.set()
-        await task
     assert not task.cancelled() and task.exception() is None
     assert reflector.errors == 1
     assert recorder.syncs == [[], ["web-1"]], "the relist hands over the state the failed event carried"
@@ -272,6 +268,10 @@ class Slimmed(Recorder):
     async def on_sync(self, objects: Objs, resource_version: str) -> None:
         assert all(set(o) == {"metadata", "slim"} for o in objects), "an object skipped the transform"
         await super().on_sync(objects, resource_version)
+
+    async def on_list_chunk(self, objects: Objs, offset: int) -> None:
+        assert all(set(o) == {"metadata", "slim"} for o in objects), "a chunk skipped the transform"
+        await super().on_list_chunk(objects, offset)
 
     async def on_event(self, type: str, obj: Obj) -> None:
         assert set(obj) == {"metadata", "slim"}, "an event skipped the transform"
@@ -289,17 +289,12 @@ async def test_the_transform_reaches_every_listed_and_watched_object(kube: KubeC
     await kube.create(pods, pod("listed-1", ns, service="demo-web"))
     recorder = Slimmed(ns)
     reflector = Reflector(kube, recorder, streaming_list=streaming_list, transform=keep_metadata)
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
+    async with running(reflector):
         await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
         await kube.create(pods, pod("watched-1", ns, service="demo-web"))
         await kube.delete(f"{pods}/watched-1")
         await eventually(lambda: "DELETED" in recorder.types_of("watched-1"), timeout=10,
                          what="DELETED watched-1")
-    finally:
-        stop.set()
-        await task
     assert recorder.syncs == [["listed-1"]]
     assert recorder.types_of("watched-1")[0] == "ADDED"
     assert reflector.errors == 0, "a handler assertion failed: an object skipped the transform"
@@ -318,15 +313,36 @@ async def test_a_failing_transform_is_answered_with_a_relist(kube: KubeClient, n
     recorder = Recorder(ns)
     reflector = Reflector(kube, recorder, transform=fail_once)
     pods = f"/api/v1/namespaces/{ns}/pods"
-    stop = asyncio.Event()
-    task = asyncio.create_task(reflector.run(stop))
-    try:
+    async with running(reflector) as task:
         await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
         await kube.create(pods, pod("web-2", ns, service="demo-web"))
         await eventually(lambda: reflector.relists == 2, timeout=10, what="the relist after the failure")
-    finally:
-        stop.set()
-        await task
     assert not task.cancelled() and task.exception() is None
     assert reflector.errors == 1 and failed == ["web-2"]
     assert recorder.syncs == [[], ["web-2"]], "the relist hands over the object the transform failed on"
+
+
+@pytest.mark.parametrize("streaming_list", [True, False], ids=["streamed list", "paginated list"])
+async def test_a_streamed_list_reaches_the_handler_in_chunks_before_it_ends(kube: KubeClient, ns: str,
+                                                                           streaming_list: bool) -> None:
+    """Chunks of ``list_chunk`` objects, at consecutive offsets from 0, that are the very objects
+    ``on_sync`` then gets first; a paginated list (no stream to overlap with) comes whole."""
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    for i in range(5):
+        await kube.create(pods, pod(f"listed-{i}", ns, service="demo-web"))
+    recorder = Recorder(ns)
+    reflector = Reflector(kube, recorder, streaming_list=streaming_list, list_chunk=2)
+    async with running(reflector):
+        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
+    assert reflector.errors == 0
+    assert recorder.syncs == [[f"listed-{i}" for i in range(5)]]
+    if not streaming_list:
+        assert recorder.chunks == []
+        return
+    (listed,) = recorder.synced_lists
+    assert [offset for offset, _ in recorder.chunks] == list(range(0, len(listed) - 1, 2))
+    assert all(len(objects) == 2 for _, objects in recorder.chunks)
+    handed = [obj for _, objects in recorder.chunks for obj in objects]
+    assert len(listed) - len(handed) < 2, "only the last, incomplete chunk waits for the end"
+    assert all(a is b for a, b in zip(handed, listed, strict=False)), \
+        "on_sync starts with the chunks' objects"

@@ -195,3 +195,60 @@ async def test_live_and_addressed_follow_every_change_of_the_table(parts: Any) -
         assert views() == expected, (kind, obj["metadata"]["uid"])
     await monitor.on_sync([serving("d")], "9")
     assert views() == ({"d"}, {"d"})
+
+
+async def test_a_list_arriving_in_chunks_is_dispatched_as_it_arrives(parts: Any) -> None:
+    """Each chunk's pods go out at once; the end of the list adds only what the chunks could not
+    tell (a known pod the list lacks), and nothing is sent twice."""
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    await monitor.on_sync([serving("gone"), serving("same"), serving("ready-later", ready=False)], "10")
+    await dispatcher.drain(timeout=2)
+    catalog.events.clear()
+    listed = [serving("same"), serving("ready-later"), serving("new"), serving("tail")]
+    await monitor.on_list_chunk(listed[:2], 0)
+    await monitor.on_list_chunk(listed[2:3], 2)
+    await dispatcher.drain(timeout=2)
+    assert catalog.events == [(EventType.UP, "ready-later"), (EventType.UP, "new")]
+    assert {i.uid for i in monitor.live()} == {"gone", "same", "ready-later", "new"}, \
+        "the pod the list lacks stays until the list is complete"
+    await monitor.on_sync(listed, "20")
+    await dispatcher.drain(timeout=2)
+    assert catalog.events[2:] == [(EventType.DOWN, "gone"), (EventType.UP, "tail")] or \
+        catalog.events[2:] == [(EventType.UP, "tail"), (EventType.DOWN, "gone")]
+    assert set(catalog.rows) == {"same", "ready-later", "new", "tail"}
+
+
+async def test_chunks_of_an_unfinished_list_do_not_stand_for_the_next_one(parts: Any) -> None:
+    """A stream that broke off after some chunks is followed by a new list (offset 0) or by a
+    paginated one (no chunks): either way, the complete list is what the monitor ends up with."""
+    monitor, catalog, dispatcher, _ = parts
+    await monitor.start_leading()
+    await monitor.on_list_chunk([serving("a"), serving("b")], 0)      # the stream breaks here
+    await monitor.on_list_chunk([serving("c")], 0)                    # the next list's first chunk
+    await monitor.on_sync([serving("c"), serving("d")], "30")
+    await dispatcher.drain(timeout=2)
+    assert set(catalog.rows) == {"c", "d"}
+
+    await monitor.on_list_chunk([serving("c"), serving("d")], 0)      # broken off again
+    await monitor.on_sync([serving("d"), serving("e")], "40")         # then a paginated list
+    await dispatcher.drain(timeout=2)
+    assert set(catalog.rows) == {"d", "e"}
+    assert {i.uid for i in monitor.live()} == {"d", "e"}
+
+    await monitor.on_list_chunk([serving("e")], 5)                    # a chunk without its start
+    await monitor.on_sync([serving("e")], "50")
+    await dispatcher.drain(timeout=2)
+    assert set(catalog.rows) == {"e"}
+
+
+async def test_a_standby_takes_chunks_into_its_table_and_replays_them_when_it_leads(parts: Any) -> None:
+    monitor, catalog, dispatcher, _ = parts
+    listed = [serving("a"), serving("b")]
+    await monitor.on_list_chunk(listed[:1], 0)
+    await dispatcher.drain(timeout=2)
+    assert catalog.rows == {}
+    await monitor.start_leading()
+    await monitor.on_sync(listed, "10")
+    await dispatcher.drain(timeout=2)
+    assert sorted(catalog.events) == [(EventType.UP, "a"), (EventType.UP, "b")]
