@@ -261,7 +261,8 @@ class _TimedHandler:
 
     async def on_sync(self, objects: Objs, resource_version: str) -> None:
         self.sync_started.append(time.perf_counter())
-        await self.monitor.on_sync(objects, resource_version)  # ends with the monitor's reconcile
+        await self.monitor.on_sync(objects, resource_version)
+        await self.monitor.settled()   # the reconciliation after the list
         self.sync_done.append(time.perf_counter())
         self.synced.set()
 

@@ -10,7 +10,8 @@ every relist and every ``resync`` seconds it reconciles the catalog with the liv
 - a catalog row for a pod the monitor saw deleted (a tombstone) is sent DOWN at once;
 - any other row with no live pod behind it is sent DOWN once it has stayed so for ``grace``
   seconds, so a row whose UP is still in flight, or a monitor that just restarted, never drops
-  an instance that is alive. Nothing is reconciled before the first complete list.
+  an instance that is alive. Nothing is reconciled before the first complete list, and the
+  reconciliation after a list waits until its events are delivered.
 
 A standby monitor keeps its table warm but dispatches nothing; when it takes the lease it
 replays every serving instance (subscribers are idempotent) and reconciles.
@@ -41,6 +42,7 @@ from bizcloud.monitor.protocols import CatalogView
 log = logging.getLogger("bizcloud.monitor")
 
 TOMBSTONE_TTL = 600.0
+LIST_SETTLE_S = 5.0   # the longest the reconciliation after a list waits for the list's events
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Monitor:
         self._synced = False
         self._leading = False
         self._listing = _Listing()
+        self._after_list: asyncio.Task[None] | None = None
         self._reconcile_lock = asyncio.Lock()
 
     # --- state ---------------------------------------------------------------------------------
@@ -192,7 +195,26 @@ class Monitor:
         self._emit(events)
         if moved:
             self._addresses_changed(f"relist: {moved} pods got or lost an address")
-        await self.reconcile()
+        if self._after_list is not None:
+            self._after_list.cancel()
+        self._after_list = asyncio.create_task(self._reconcile_after_list(), name="reconcile after list")
+
+    async def _reconcile_after_list(self) -> None:
+        """Reconcile once the dispatcher has delivered what the list brought (or after
+        ``LIST_SETTLE_S``), not while it does: a 10,000-pod list's events are still being
+        committed when it ends, the catalog read (0.1 s) would only slow those commits down,
+        and it would have to pass over every pod still in flight."""
+        with contextlib.suppress(TimeoutError):
+            await self._dispatcher.drain(timeout=LIST_SETTLE_S)
+        try:
+            await self.reconcile()
+        except Exception as e:  # the catalog may be down: the periodic resync tries again
+            log.warning("reconcile after the list failed error=%r", e)
+
+    async def settled(self) -> None:
+        """Return once the reconciliation after the latest list has run (tests, benchmarks)."""
+        if self._after_list is not None:
+            await asyncio.wait({self._after_list})
 
     async def on_event(self, kind: str, obj: dict[str, Any]) -> None:
         now = self._clock()
@@ -279,6 +301,8 @@ class Monitor:
 
     async def stop_leading(self) -> None:
         self._leading = False
+        if self._after_list is not None:
+            self._after_list.cancel()
         metrics.LEADER.set(0)
         await self._dispatcher.stop()
         log.info("stopped leading")
