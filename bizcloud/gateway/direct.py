@@ -28,6 +28,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from prometheus_client import Counter
+
 from bizcloud.catalog.store import ChangeOut, Committed
 from bizcloud.catalog.wakeup import Address
 from bizcloud.gateway.syncer import PUSH_PATH
@@ -40,6 +42,14 @@ MAX_PUSH = 500            # changes pushed per commit; a bigger one (a relist's 
 MAX_WAITING = 1000        # requests kept while a connection is being made; beyond, the stream's
 RECONNECT_S = 1.0         # the least time between two connection attempts to one gateway
 CONNECT_TIMEOUT_S = 1.0
+
+OUTCOMES = ("applied", "refused", "failed", "dropped", "skipped")
+PUSHES = Counter(
+    "bizcloud_gateway_feed_pushes_total",
+    "The monitor's pushes to each gateway by outcome: applied; refused (409, a revision gap: the "
+    "change stream brings it); failed (any other answer); dropped (the gateway unreachable, or "
+    "the connection lost twice); skipped (a commit too big to push: the stream's).",
+    ["gateway", "outcome"])
 
 
 def request_bytes(host: str, port: int, body: bytes) -> bytes:
@@ -102,6 +112,8 @@ class _Link:
         self.connecting: asyncio.Task[None] | None = None
         self.next_attempt = 0.0
         self.outcomes: collections.Counter[str] = collections.Counter()
+        gateway = f"{address[0]}:{address[1]}"
+        self._exported = {outcome: PUSHES.labels(gateway, outcome) for outcome in OUTCOMES}
         self.failing = False    # the last connection attempt failed (logged once, until one works)
         self.resent = False     # unanswered pushes were sent again, and nothing answered since
 
@@ -113,12 +125,12 @@ class _Link:
             return
         if self.connecting is None:
             if time.monotonic() < self.next_attempt:
-                self.outcomes["dropped"] += 1   # the gateway was unreachable a moment ago
+                self.count("dropped")   # the gateway was unreachable a moment ago
                 return
             self.next_attempt = time.monotonic() + RECONNECT_S
             self.connecting = self.loop.create_task(self._connect(), name=f"gateway-feed {self.address}")
         if len(self.waiting) >= MAX_WAITING:
-            self.outcomes["dropped"] += 1
+            self.count("dropped")
             return
         self.waiting.append(request)
 
@@ -132,7 +144,7 @@ class _Link:
                     "gateway feed: cannot connect to %s:%s (%r); its pushes wait for the change stream "
                     "(retried at most once a second, logged again when it works)", host, port, e)
             self.failing = True
-            self.outcomes["dropped"] += len(self.waiting)
+            self.count("dropped", len(self.waiting))
             self.waiting.clear()
             return
         finally:
@@ -153,12 +165,12 @@ class _Link:
         if self.in_flight:
             self.in_flight.popleft()
         if status == 200:
-            self.outcomes["applied"] += 1
+            self.count("applied")
         elif status == 409:   # a gap (or no state yet): the syncer brings it
-            self.outcomes["refused"] += 1
+            self.count("refused")
             log.debug("gateway %s:%s refused a push: %s", *self.address, body[:200])
         else:
-            self.outcomes["failed"] += 1
+            self.count("failed")
             log.warning("gateway %s:%s answered a push with %s: %s", *self.address, status, body[:300])
 
     def lost(self, protocol: _Connection) -> None:
@@ -170,13 +182,19 @@ class _Link:
         self.transport = self.protocol = None
         unanswered, self.in_flight = self.in_flight, collections.deque()
         if unanswered and self.resent:   # closed again before answering any: not sent a third time
-            self.outcomes["dropped"] += len(unanswered)
+            self.count("dropped", len(unanswered))
             self.resent = False
         elif unanswered and self.connecting is None:
             self.resent = True
             self.waiting.extendleft(reversed(unanswered))
             self.next_attempt = time.monotonic() + RECONNECT_S
             self.connecting = self.loop.create_task(self._connect(), name=f"gateway-feed {self.address}")
+
+    def count(self, outcome: str, pushes: int = 1) -> None:
+        """Here (``NginxPusher.outcomes``) and in the monitor's metrics."""
+        if pushes:
+            self.outcomes[outcome] += pushes
+            self._exported[outcome].inc(pushes)
 
     def drop(self) -> None:
         if self.transport is not None:
@@ -206,14 +224,13 @@ class NginxPusher:
         self._max_changes = max_changes
         self._queue: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
-        self.skipped = 0    # commits too big to push (left to the stream)
 
     @property
     def targets(self) -> list[Address]:
         return [link.address for link in self._links]
 
     def outcomes(self) -> collections.Counter[str]:
-        """Pushes by outcome, over every gateway: applied, refused (409), failed, dropped."""
+        """Pushes by outcome, over every gateway (``OUTCOMES``; ``PUSHES`` has them per gateway)."""
         total: collections.Counter[str] = collections.Counter()
         for link in self._links:
             total.update(link.outcomes)
@@ -222,8 +239,9 @@ class NginxPusher:
     def __call__(self, committed: Committed) -> None:
         if not self._links:
             return
-        if len(committed.revisions) > self._max_changes:
-            self.skipped += 1
+        if len(committed.revisions) > self._max_changes:   # left to the stream
+            for link in self._links:
+                link.count("skipped")
             return
         try:
             body = commit_body([_change(c) for c in committed.changes()])

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from bizcloud.catalog import wakeup
 from bizcloud.catalog.schemas import ChangePublic
@@ -171,7 +172,7 @@ def test_a_commit_bigger_than_the_limit_is_left_to_the_stream_and_pushes_resume_
     revision = store.latest_revision()
     pushed.store.apply_events(events=[_event(EventType.UP, x) for x in (a, b, c)])   # 3 > max_changes=2
     time.sleep(0.3)
-    assert pushed.pusher.skipped == 1 and _peers(pushed.gateway) == set()
+    assert pushed.pusher.outcomes()["skipped"] == 1 and _peers(pushed.gateway) == set()
     pushed.wake_the_stream(revision + 3)
     eventually(lambda: _peers(pushed.gateway) == {a.port, b.port, c.port}, timeout=5,
                what="the stream's page")
@@ -210,10 +211,13 @@ def test_a_gateway_that_restarts_costs_a_commit_nothing_and_is_reconnected(
 
 
 def test_a_gateway_that_is_down_costs_a_commit_nothing(store: CatalogStore) -> None:  # noqa: F811
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()
+    exported = {"gateway": f"{closed[0]}:{closed[1]}", "outcome": "dropped"}
+    before = REGISTRY.get_sample_value("bizcloud_gateway_feed_pushes_total", exported) or 0.0
+
     async def commit_with_nobody_listening() -> dict[str, int]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed = s.getsockname()
         pusher = NginxPusher([closed])
         monitors = CatalogStore(store.engine, on_commit=pusher)
         started = time.monotonic()
@@ -225,6 +229,8 @@ def test_a_gateway_that_is_down_costs_a_commit_nothing(store: CatalogStore) -> N
         return dict(pusher.outcomes())
 
     assert asyncio.run(commit_with_nobody_listening()) == {"dropped": 3}
+    assert REGISTRY.get_sample_value("bizcloud_gateway_feed_pushes_total", exported) == before + 3, \
+        "the monitor's /metrics shows each gateway's dropped pushes"
 
 
 @pytest.mark.parametrize("split", [1, 7, 40, 1000])
