@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -505,6 +506,9 @@ def main() -> None:
                              "machines of their own (see renice_cluster; restored after); 0: as is")
     parser.add_argument("--json", type=Path, default=RESULTS / "gateway-latency.json")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C: the real cluster's priority is restored, the kwok cluster and
+    # the stack are stopped (only a SIGKILL leaves the real cluster's daemons reniced).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "goal_p99_ms": GOAL_P99_MS,
                                "server_poll_s": args.server_poll_s or 0.05}
