@@ -39,6 +39,12 @@ def peer_of(instance: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"uid": str(instance["uid"]), "ip": str(instance["ip"]), "port": port}
 
 
+def grouped_peer(instance: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``peer_of`` with the instance's group: what a push puts (state.lua's peer shape)."""
+    peer = peer_of(instance)
+    return None if peer is None else {"group": str(instance.get("group", "normal")), **peer}
+
+
 @dataclass
 class RoutingState:
     """Everything every gateway should hold, current at ``revision``."""
@@ -56,7 +62,8 @@ class RoutingState:
         state.set_routes(routes)
         state.set_policies(policies)
         for instance in instances:
-            state._put(instance)
+            if (put := grouped_peer(instance)) is not None:
+                state._put(upstream_key(str(instance["service"]), str(instance["env"])), put)
         return state
 
     def set_routes(self, routes: Iterable[Mapping[str, Any]]) -> None:
@@ -82,8 +89,7 @@ class RoutingState:
                 key, uid, put = delta.fold(change)
                 self._remove(key, uid)   # a DOWN, or an UP or CHANGED whose group may have changed
                 if put is not None:
-                    self.upstreams.setdefault(key, {g: {} for g in GROUPS})[put["group"]][uid] = \
-                        {k: v for k, v in put.items() if k != "group"}
+                    self._put(key, put)
         return delta
 
     def full(self) -> dict[str, Any]:
@@ -109,13 +115,11 @@ class RoutingState:
         return {group: sorted(self.upstreams.get(key, {}).get(group, {}).values(), key=lambda p: p["uid"])
                 for group in GROUPS}
 
-    def _put(self, instance: Mapping[str, Any]) -> None:
-        peer = peer_of(instance)
-        if peer is None:
-            return
-        key = upstream_key(str(instance["service"]), str(instance["env"]))
-        group = str(instance.get("group", "normal"))
-        self.upstreams.setdefault(key, {g: {} for g in GROUPS}).setdefault(group, {})[peer["uid"]] = peer
+    def _put(self, key: str, put: Mapping[str, Any]) -> None:
+        """``put`` (a ``grouped_peer``) into its group of upstream ``key``."""
+        peer = {k: v for k, v in put.items() if k != "group"}
+        groups = self.upstreams.setdefault(key, {g: {} for g in GROUPS})
+        groups.setdefault(put["group"], {})[peer["uid"]] = peer
 
     def _remove(self, key: str, uid: str) -> None:
         for peers in self.upstreams.get(key, {}).values():
@@ -145,8 +149,7 @@ class Delta:
         """Take one instance change in (it carries the instance's whole new state, so no other state
         is needed); its upstream, its uid and the peer it puts (None: the uid is dropped)."""
         key, uid = upstream_key(change["service"], change["env"]), str(change["uid"])
-        peer = None if change["type"] == "DOWN" else peer_of(change["instance"])
-        put = None if peer is None else {"group": str(change["instance"].get("group", "normal")), **peer}
+        put = None if change["type"] == "DOWN" else grouped_peer(change["instance"])
         self.peers.setdefault(key, {})[uid] = put
         return key, uid, put
 
