@@ -58,6 +58,7 @@ from bizcloud.kube.informer import Reflector
 from bizcloud.monitor.dispatcher import Dispatcher
 from bizcloud.monitor.instances import slim_pod
 from bizcloud.monitor.monitor import Monitor
+from bizcloud.monitor.podlines import slim_event
 from bizcloud.settings import Settings
 
 NAMESPACE = "bench-monitor"
@@ -280,7 +281,7 @@ async def _relist(settings: Settings, catalog_db: Path) -> dict[str, Any]:
     config = kube_config.load(lifecycle.kubeconfig_path(settings))
     result: dict[str, Any] = {}
     async with KubeClient.from_config(config) as client:
-        reflector = Reflector(client, handler, transform=slim_pod)  # as `bizcloud monitor` runs it
+        reflector = Reflector(client, handler, transform=slim_pod, decode=slim_event)  # as `bizcloud monitor`
         await monitor.start_leading()  # nothing to replay yet: takeover happens in the first on_sync
 
         async def one_list() -> float:

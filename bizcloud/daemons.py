@@ -50,6 +50,7 @@ from bizcloud.monitor.dispatcher import Dispatcher
 from bizcloud.monitor.instances import slim_pod
 from bizcloud.monitor.model import Instance
 from bizcloud.monitor.monitor import Monitor
+from bizcloud.monitor.podlines import slim_event
 from bizcloud.settings import Settings
 from bizcloud.soa import zookeeper
 
@@ -186,7 +187,7 @@ async def run_monitor(settings: Settings, *, stop: asyncio.Event, identity: str 
         dispatcher = Dispatcher([catalog, *([soa] if soa else []), authz], journal=catalog)
         monitor = Monitor(dispatcher, catalog, grace=settings.monitor_grace_s, on_addresses=authz.kick)
         reflector = Reflector(client, monitor, min_watch_timeout=settings.monitor_watch_timeout_s,
-                              transform=slim_pod)
+                              transform=slim_pod, decode=slim_event)
         # The pods' list streams in while the schema is migrated and the Lease's namespace made:
         # the API server serializes thousands of pods meanwhile. Nothing touches the catalog
         # before this monitor leads (a standby only keeps its table), and leading waits for both.

@@ -101,7 +101,12 @@ class Reflector:
     ``transform`` (client-go's ``SetTransform``) is applied to every object as it is decoded,
     before it is kept for a sync or handed to ``on_event``: a consumer that reads a few fields
     of each object keeps only those, so a long list does not hold every decoded object until
-    its end. A transform that raises counts as a handler failure (a relist).
+    its end. A transform that raises counts as a handler failure (a relist). ``decode`` (a
+    decoder of watch lines, as client-go's codecs) may stand in for JSON decoding *and* the
+    transform of streamed objects: for each line it returns what decoding it whole and
+    transforming its object would give, having built only what the transform keeps (the
+    monitor's ``podlines.slim_event``); paginated lists are still decoded whole, then transformed.
+    A decoder that raises (anything but ``ValueError``, malformed JSON) counts as a handler failure.
 
     While a streamed list arrives, every ``list_chunk`` objects go to ``on_list_chunk`` before
     the whole list goes to ``on_sync``. Sending 10,000 pods keeps the API server busy for
@@ -114,10 +119,11 @@ class Reflector:
                  label_selector: str | None = SERVICE_LABEL, min_watch_timeout: float = 300.0,
                  page_size: int = 500, streaming_list: bool = True, backoff: Backoff | None = None,
                  rng: random.Random | None = None, transform: Callable[[Obj], Obj] | None = None,
-                 list_chunk: int = LIST_CHUNK) -> None:
+                 decode: Callable[[bytes], Obj] | None = None, list_chunk: int = LIST_CHUNK) -> None:
         self.client = client
         self.list_chunk = list_chunk
         self.transform = transform
+        self.decode = decode
         self.handler = handler
         self.path = path
         self.label_selector = label_selector
@@ -211,14 +217,15 @@ class Reflector:
         if initial_list:
             paused.enter_context(gc_paused())
         try:
-            async for event in self.client.stream_watch(self.path, params,
-                                                        read_timeout=timeout_seconds + _READ_TIMEOUT_SLACK):
+            async for event in self.client.stream_watch(
+                    self.path, params, read_timeout=timeout_seconds + _READ_TIMEOUT_SLACK,
+                    decode=None if self.decode is None else self._decoded):
                 seen += 1
                 if initial is None:
                     await self._apply(event)
                 elif event.get("type") == "ADDED":
                     obj = event.get("object") or {}
-                    initial.append(obj if self.transform is None else self._transformed(obj))
+                    initial.append(self._streamed(obj))
                     if len(initial) - handed >= self.list_chunk:
                         await self._chunk(initial, handed)
                         handed = len(initial)
@@ -265,7 +272,7 @@ class Reflector:
             self.bookmarks += 1
         elif kind in ("ADDED", "MODIFIED", "DELETED"):
             self.events += 1
-            obj = obj if self.transform is None else self._transformed(obj)
+            obj = self._streamed(obj)
             try:
                 await self.handler.on_event(kind, obj)
             except Exception as e:
@@ -275,6 +282,20 @@ class Reflector:
             return
         if resource_version:
             self.last_resource_version = resource_version
+
+    def _decoded(self, line: bytes) -> Obj:
+        """``decode(line)``; its failure is the handler's, but malformed JSON is the server's."""
+        assert self.decode is not None
+        try:
+            return self.decode(line)
+        except ValueError:
+            raise
+        except Exception as e:
+            raise HandlerError("decode failed") from e
+
+    def _streamed(self, obj: Obj) -> Obj:
+        """A watched object as the handler gets it (``decode`` already transformed it)."""
+        return obj if self.transform is None or self.decode is not None else self._transformed(obj)
 
     def _transformed(self, obj: Obj) -> Obj:
         """``transform(obj)``; its failure is the handler's (answered with a relist)."""

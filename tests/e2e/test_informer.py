@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from bizcloud.kube.client import KubeClient, Obj, Objs
@@ -346,3 +347,49 @@ async def test_a_streamed_list_reaches_the_handler_in_chunks_before_it_ends(kube
     assert len(listed) - len(handed) < 2, "only the last, incomplete chunk waits for the end"
     assert all(a is b for a, b in zip(handed, listed, strict=False)), \
         "on_sync starts with the chunks' objects"
+
+
+@pytest.mark.parametrize("streaming_list", [True, False], ids=["streamed list", "paginated list"])
+async def test_a_decoder_stands_in_for_decoding_and_transforming_watched_objects(
+        kube: KubeClient, ns: str, streaming_list: bool) -> None:
+    """Watch lines go through ``decode`` (which slims them itself), and never through the
+    transform; a paginated list's items still go through the transform. A decoder that fails
+    (once, on our pod) is answered with a relist."""
+    calls = {"decode": 0, "transform": 0, "failed": 0}
+
+    def transform(obj: Obj) -> Obj:
+        calls["transform"] += 1
+        return keep_metadata(obj)
+
+    def decode(line: bytes) -> Obj:
+        calls["decode"] += 1
+        event = orjson.loads(line)
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+            meta = event["object"]["metadata"]
+            if (meta["namespace"], meta["name"]) == (ns, "poison") and not calls["failed"]:
+                calls["failed"] += 1
+                raise KeyError("decoder exploded")
+            event["object"] = keep_metadata(event["object"])
+        return event
+
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    await kube.create(pods, pod("listed-1", ns, service="demo-web"))
+    recorder = Slimmed(ns)
+    reflector = Reflector(kube, recorder, streaming_list=streaming_list, transform=transform, decode=decode)
+    async with running(reflector):
+        await eventually(lambda: reflector.relists == 1, timeout=10, what="the first list")
+        listed_transforms = calls["transform"]
+        await kube.create(pods, pod("watched-1", ns, service="demo-web"))
+        await eventually(lambda: recorder.types_of("watched-1") == ["ADDED"], timeout=10,
+                         what="ADDED watched-1")
+        await kube.create(pods, pod("poison", ns, service="demo-web"))
+        await eventually(lambda: reflector.relists == 2, timeout=10,
+                         what="the relist after the decoder failed")
+    assert recorder.syncs[0] == ["listed-1"] and recorder.syncs[-1] == ["listed-1", "poison", "watched-1"]
+    assert reflector.errors == 1, "only the decoder's failure: every object the handler got was slimmed"
+    assert calls["decode"] > 0
+    if streaming_list:
+        assert calls["transform"] == 0, "a decoded line's object is not transformed again"
+    else:
+        assert listed_transforms > 0 and calls["transform"] > listed_transforms, \
+            "the pages' items are transformed; watched lines are not (the relist's pages are)"
