@@ -12,6 +12,9 @@ ahead of its syncer. That is fine: a delta names the revision it continues, ngin
 any state from that revision on (each delta's puts and drops are peers' states at its revision,
 so applying one again changes nothing) and ignores one older than its state. The syncer is the
 authority that brings whatever a push missed, and what it pushes for a peer overrides the push.
+Every ``verify_s`` it also reads each gateway's table back: one that holds other peers than the
+catalog at the same revision (a wrong push, for a peer the stream never touches again) is logged
+and gets the full state.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PUSH_PATH = "/bizcloud/upstreams"
 JSON = {"Content-Type": "application/json"}
+VERIFY_S = 60.0   # how often each gateway's table is read back and compared
 
 
 class CatalogReader:
@@ -78,10 +82,14 @@ class StreamReset(Exception):  # noqa: N818
 class Syncer:
     """Keeps every gateway in ``targets`` (admin base URLs) at the catalog's state."""
 
-    def __init__(self, *, catalog_url: str, targets: Sequence[str], wait_s: float = 30.0) -> None:
+    def __init__(self, *, catalog_url: str, targets: Sequence[str], wait_s: float = 30.0,
+                 verify_s: float = VERIFY_S) -> None:
         self.catalog_url = catalog_url
         self.targets = list(targets)
         self.wait_s = wait_s
+        self.verify_s = verify_s
+        self._verify_at = time.monotonic() + verify_s
+        self.repairs = 0   # gateways found holding other peers than the catalog, and sent the full state
         self.state: RoutingState | None = None
         self._stale: set[str] = set(self.targets)   # targets that need the full state
         self.pushes = 0
@@ -140,6 +148,28 @@ class Syncer:
         if delta:
             await self._push_all(gateways, state.delta_body(delta), state.revision,
                                  only=set(self.targets) - self._stale)
+        if time.monotonic() >= self._verify_at:
+            self._verify_at = time.monotonic() + self.verify_s
+            await self._verify(gateways, state)
+
+    async def _verify(self, gateways: httpx.AsyncClient, state: RoutingState) -> None:
+        """Read each gateway's table back; one at this state's revision that holds other peers
+        is sent the full state next. One at another revision is not compared: ahead, it holds
+        the monitor's newer pushes; behind, a delta is on its way."""
+        for target in [t for t in self.targets if t not in self._stale]:
+            try:
+                table = (await gateways.get(f"{target}{PUSH_PATH}")).raise_for_status().json()
+            except (httpx.HTTPError, ValueError) as e:
+                log.debug("reading %s's table failed: %r", target, e)
+                continue
+            if not isinstance(table, dict) or table.get("revision") != state.revision:
+                continue
+            if differ := state.differences(table.get("upstreams") or {}):
+                self.repairs += 1
+                self.mark_stale(target)
+                log.warning("gateway %s holds other peers than the catalog at revision %s in %d upstreams "
+                            "(%s): sending it the full state", target, state.revision, len(differ),
+                            ", ".join(differ[:5]))
 
     async def _push_all(self, gateways: httpx.AsyncClient, body: bytes, revision: int, *,
                         only: set[str]) -> None:

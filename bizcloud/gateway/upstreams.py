@@ -111,6 +111,23 @@ class RoutingState:
     def peers(self, key: str, group: str) -> list[dict[str, Any]]:
         return list(self.upstreams.get(key, {}).get(group, {}).values())
 
+    def differences(self, table: Mapping[str, Any]) -> list[str]:
+        """The upstreams whose peers differ in a gateway's table (its ``GET`` answer's
+        ``upstreams``: key -> group -> peers, each with the ``added`` time nginx stamps) from
+        this state's, compared by uid, address and port. Empty groups and missing ones are alike."""
+        def addresses(peers: Any) -> set[tuple[str, str, int]]:
+            if not isinstance(peers, list):   # nginx's JSON writes an empty list as {}
+                return set()
+            return {(str(p.get("uid")), str(p.get("ip")), int(p.get("port") or 0)) for p in peers}
+
+        differ = []
+        for key in sorted(set(self.upstreams) | set(table)):
+            held = table.get(key) or {}
+            if not isinstance(held, dict) or any(
+                    addresses(held.get(group)) != addresses(self.peers(key, group)) for group in GROUPS):
+                differ.append(key)
+        return differ
+
     def _groups(self, key: str) -> dict[str, list[dict[str, Any]]]:
         return {group: sorted(self.upstreams.get(key, {}).get(group, {}).values(), key=lambda p: p["uid"])
                 for group in GROUPS}

@@ -85,7 +85,7 @@ def pushed(db_url: str, store: CatalogStore, tmp_path: Path) -> Iterator[Pushed]
                                access_log=False)
         gw = Gateway(url=f"http://127.0.0.1:{GATEWAY_PORT}", admin=f"http://127.0.0.1:{ADMIN_PORT}",
                      paths=GatewayPaths(tmp_path / "gw"))
-        syncer = Syncer(catalog_url=base_url, targets=[gw.admin], wait_s=3.0)
+        syncer = Syncer(catalog_url=base_url, targets=[gw.admin], wait_s=3.0, verify_s=1.0)
         gateway_loop = asyncio.new_event_loop()
         stop = asyncio.Event()
         thread = threading.Thread(target=lambda: gateway_loop.run_until_complete(run_gateway(
@@ -152,6 +152,26 @@ def test_what_the_stream_brings_overrides_a_wrong_push(
     _up(store, a)                                   # what really happened at that revision (not pushed)
     pushed.wake_the_stream(revision + 1)
     eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=10, what="the stream's truth for the peer")
+
+
+def test_a_wrong_peer_the_stream_never_touches_again_is_found_and_repaired(
+        pushed: Pushed, store: CatalogStore, backends: list[Backend]) -> None:  # noqa: F811
+    """A push that put a peer nobody has, at the revision nginx was already at: no later delta
+    touches it, so only reading the table back finds it (the syncer does, every ``verify_s``)."""
+    a = backends[0]
+    _up(store, a)
+    pushed.wake_the_stream(store.latest_revision())
+    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=10, what="the stream's peer")
+    revision = pushed.gateway.table()["revision"]
+    ghost = {"group": "normal", "uid": "ghost", "ip": "127.0.0.1", "port": 1}
+    wrong = {"revision": revision, "base": revision, "full": False,
+             "peers": {"shop/dev": {"put": [ghost], "drop": []}}}
+    answer = httpx.post(f"{pushed.gateway.admin}/bizcloud/upstreams", content=json.dumps(wrong), timeout=5)
+    assert answer.status_code == 200 and _peers(pushed.gateway) == {a.port, 1}
+    repairs = pushed.syncer.repairs
+    eventually(lambda: _peers(pushed.gateway) == {a.port}, timeout=15, what="the ghost peer gone")
+    assert pushed.syncer.repairs > repairs
+    assert pushed.gateway.table()["revision"] == revision
 
 
 def test_a_push_that_would_skip_a_revision_is_refused_and_the_stream_brings_both(

@@ -107,3 +107,21 @@ def patch(upstream: dict[str, list[dict[str, Any]]], ops: dict[str, Any]) -> dic
     for peer in ops["put"]:
         out[peer["group"]].append({k: v for k, v in peer.items() if k != "group"})
     return {group: sorted(peers, key=lambda p: p["uid"]) for group, peers in out.items()}
+
+
+def test_differences_name_the_upstreams_a_gateway_holds_otherwise() -> None:
+    """A gateway's table (peers with nginx's ``added`` stamps, an empty group written as ``{}``)
+    against the state: only a different set of uid, address and port counts."""
+    state = RoutingState.seed(revision=3, instances=[_inst("a"), _inst("b", group="gray")], routes=[],
+                              policies=[])
+    same = {"web/dev": {"normal": [{"uid": "a", "ip": "10.88.0.1", "port": 8080, "added": 1.5}],
+                        "gray": [{"uid": "b", "ip": "10.88.0.1", "port": 8080, "added": 2.5}]},
+            "gone/dev": {"normal": {}, "gray": {}}}
+    assert state.differences(same) == []
+    wrong_port = json.loads(json.dumps(same))
+    wrong_port["web/dev"]["normal"][0]["port"] = 1
+    assert state.differences(wrong_port) == ["web/dev"]
+    extra = json.loads(json.dumps(same))
+    extra["shop/dev"] = {"normal": [{"uid": "x", "ip": "10.88.0.9", "port": 80}], "gray": {}}
+    assert state.differences(extra) == ["shop/dev"]
+    assert state.differences({}) == ["web/dev"], "an upstream the gateway lacks"
